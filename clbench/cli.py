@@ -1,0 +1,197 @@
+"""`python -m clbench …`: the command line. Errors from below arrive as ClbenchError and leave as one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from clbench.errors import ClbenchError, ConfigError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as our one-line error (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
+
+
+def _key_values(items: Sequence[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {item!r} is not key=value", f"write {what} name=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--fraction {text!r} is not a number", "give a share in (0, 1], e.g. 0.33") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"--fraction {text} is outside (0, 1]", "give a share in (0, 1], e.g. 0.33")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {text!r} is not HEIGHTxWIDTH", "write e.g. --size 48x72") from None
+    return height, width
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="clbench", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="train CLEVR then fine-tune on CLEVR-Humans with one strategy")
+    run.add_argument("--strategy", default="naive", help="a name (see `strategies`), file.py:Class or module:Class")
+    run.add_argument("--data", help="dataset root holding CLEVR_v1.0/ and CLEVR-Humans/ (default: generated)")
+    run.add_argument("--preset", default="small", help="tiny | small | paper (default: small)")
+    run.add_argument("--fraction", type=str, help="share of CLEVR-Humans train used for fine-tuning, in (0, 1]")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--epochs", help="epochs per experience: N or N0,N1")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a strategy parameter (ewc_lambda=100) or a config field (train.lr=1e-3, model.module_dim=64)",
+    )
+    run.add_argument("--config", type=Path, help="YAML file of config fields (sections data/model/train)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    run.add_argument("--experiment", help="MLflow experiment name (default: clevr-humans)")
+    run.add_argument("--run-name", help="MLflow run name (default: the strategy's name)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    commands.add_parser("strategies", help="list the strategies found, with their parameters")
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--tracking-uri")
+
+    data = commands.add_parser("data", help="generate, prepare or check a dataset").add_subparsers(
+        dest="data_command", required=True, parser_class=_Parser
+    )
+    generate = data.add_parser("generate", help="write the embedded CLEVR-format dataset")
+    generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--preset", default="small", help="tiny | small")
+    generate.add_argument("--seed", type=int, default=0)
+    prepare = data.add_parser("prepare", help="decode and resize images into the memory-mapped cache")
+    prepare.add_argument("root", type=Path)
+    prepare.add_argument("--size", type=_size, help="HEIGHTxWIDTH (default: the small preset's)")
+    prepare.add_argument("--jobs", type=int)
+    check = data.add_parser("check", help="validate a dataset and run every program on its scene")
+    check.add_argument("root", type=Path)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from clbench import config as cfg
+    from clbench.runner import run
+    from clbench.strategy import instantiate, resolve
+
+    config = cfg.preset(args.preset)
+    if args.config is not None:
+        config = cfg.override(config, cfg.load_yaml(args.config), source=str(args.config))
+    sets = _key_values(args.set, "--set")
+    config_sets = {k: v for k, v in sets.items() if "." in k or k in ("seed", "device")}
+    strategy_sets = {k: v for k, v in sets.items() if k not in config_sets}
+    config = cfg.override(config, config_sets)
+    flags: dict[str, object] = {}
+    if args.fraction is not None:
+        flags["data.fraction"] = _fraction(args.fraction)
+    if args.data is not None:
+        flags["data.root"] = args.data
+    if args.seed is not None:
+        flags["seed"] = args.seed
+    if args.epochs is not None:
+        flags["train.epochs"] = cfg.parse_epochs(args.epochs)
+    if args.device is not None:
+        flags["device"] = args.device
+    config = cfg.validate(cfg.override(config, flags))
+    strategy = instantiate(resolve(args.strategy), strategy_sets)
+    run(
+        config,
+        strategy,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from clbench.strategy import available
+
+    for name, cls in available().items():
+        params = ", ".join(f"{k}={v!r}" for k, v in cls.parameters().items()) or "no parameters"
+        print(f"{name:18s} {cls.describe()}")
+        print(f"{'':18s}   {params}   [{cls.__module__}:{cls.__qualname__}]")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from clbench.tracking import tracking_uri
+
+    uri = tracking_uri(args.tracking_uri)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} over {uri} (Ctrl-C to stop)", file=sys.stderr)
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
+    os.execvp(command[0], command)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "generate":
+        from clbench.synth import generate
+
+        root = generate(args.out, args.preset, args.seed)
+        print(f"wrote {root}")
+    elif args.data_command == "prepare":
+        from clbench.config import PRESETS
+        from clbench.data.cache import prepare_dataset
+        from clbench.data.clevr import DatasetRoot
+
+        small = PRESETS["small"].model
+        size = args.size or (small.image_height, small.image_width)
+        caches = prepare_dataset(DatasetRoot.locate(args.root).root, size, jobs=args.jobs)
+        for split, cache in caches.items():
+            print(f"{split}: {len(cache)} images {size[0]}x{size[1]} cached ({cache.fingerprint[:12]})")
+    elif args.data_command == "check":
+        from clbench.data.check import check_dataset
+
+        report = check_dataset(args.root)
+        print(report.render())
+        if report.executor_agreement < 1.0:
+            return 1
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "strategies": cmd_strategies, "ui": cmd_ui, "data": cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except ClbenchError as exc:
+        if debug:
+            raise
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

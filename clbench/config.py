@@ -1,0 +1,208 @@
+"""Run configuration: dataclasses, presets, and overrides from YAML files and `--set section.key=value`.
+
+Presets: `tiny` (tests, seconds), `small` (the default, minutes on 2 CPU cores), `paper` (the FiLM paper's
+sizes and optimiser, for real CLEVR on a GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clbench.errors import ConfigError
+from clbench.film import ModelConfig
+from clbench.strategy import parse_value
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how experience 1 is subsampled."""
+
+    root: str | None = None  # a dataset root (CLEVR_v1.0/ + CLEVR-Humans/); None → the generated default
+    synth_preset: str = "small"  # generated default used when root is None
+    synth_seed: int = 0
+    fraction: float = 1.0  # share of CLEVR-Humans train used for fine-tuning (paper Figure 9)
+    min_word_count: int = 5  # CLEVR-Humans words rarer than this become <UNK> (paper: --unk_threshold 5)
+    max_train_questions: int | None = None  # cap on CLEVR train questions (None: all)
+    max_test_questions: int | None = None  # cap per test experience (None: all)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, per experience: experience 0 is CLEVR, experience 1 is CLEVR-Humans."""
+
+    epochs: tuple[int, int] = (20, 10)
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 1e-5
+    lr_finetune: float | None = None  # learning rate of experience 1 (None: same as lr)
+    num_workers: int = 0
+    amp: str = "auto"  # auto: bf16 on CUDA where supported, else fp16; off on CPU. Or off|bf16|fp16.
+    compile: bool = False  # torch.compile the model (CUDA)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    preset: str = "small"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _small_model() -> ModelConfig:
+    return ModelConfig(
+        image_height=48,
+        image_width=72,
+        stem_layers=2,
+        stem_dim=32,
+        word_embedding_dim=64,
+        gru_hidden_dim=128,
+        num_modules=4,
+        module_dim=32,
+        classifier_proj_dim=128,
+        classifier_fc_dim=256,
+    )
+
+
+PRESETS: dict[str, RunConfig] = {
+    "tiny": RunConfig(
+        preset="tiny",
+        data=DataConfig(synth_preset="tiny", min_word_count=1),
+        model=ModelConfig(
+            image_height=24,
+            image_width=36,
+            stem_layers=1,
+            stem_dim=8,
+            word_embedding_dim=16,
+            gru_hidden_dim=16,
+            num_modules=2,
+            module_dim=8,
+            classifier_proj_dim=16,
+            classifier_fc_dim=16,
+        ),
+        train=TrainConfig(epochs=(1, 1), batch_size=16, eval_batch_size=64, lr=1e-3),
+    ),
+    "small": RunConfig(
+        preset="small",
+        data=DataConfig(synth_preset="small", min_word_count=5),
+        model=_small_model(),
+        train=TrainConfig(epochs=(4, 3), batch_size=64, eval_batch_size=256, lr=2e-3, lr_finetune=1e-3),
+    ),
+    "paper": RunConfig(
+        preset="paper",
+        data=DataConfig(synth_preset="small", min_word_count=5),
+        model=ModelConfig(),
+        train=TrainConfig(epochs=(80, 20), batch_size=64, lr=3e-4, weight_decay=1e-5),
+    ),
+}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}", f"choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def override(config: RunConfig, values: Mapping[str, Any], source: str = "--set") -> RunConfig:
+    """Apply `section.key: value` overrides (strings parsed by the field's type)."""
+    sections = {f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(f.default_factory)}
+    sections |= {"data", "model", "train"}
+    top: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        section, _, name = key.partition(".")
+        if name and section in sections:
+            nested.setdefault(section, {})[name] = value
+        elif not name and section in {"preset", "seed", "device"}:
+            top[section] = value
+        else:
+            raise ConfigError(
+                f"{source}: unknown config key {key!r}",
+                "use data.*, model.*, train.*, seed or device (see `python -m clbench run --help`)",
+            )
+    for section, items in nested.items():
+        current = getattr(config, section)
+        top[section] = _replace_fields(current, items, f"{source} {section}")
+    return _replace_fields(config, top, source) if top else config
+
+
+def _replace_fields(obj: Any, items: Mapping[str, Any], what: str) -> Any:
+    fields = {f.name for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
+    parsed: dict[str, Any] = {}
+    for name, value in items.items():
+        if name not in fields:
+            raise ConfigError(f"{what}: unknown key {name!r}", f"known keys: {', '.join(sorted(fields))}")
+        if dataclasses.is_dataclass(getattr(obj, name)):
+            parsed[name] = value
+            continue
+        kind = hints.get(name, str)
+        if typing.get_origin(kind) is tuple:
+            parsed[name] = parse_epochs(value)
+        else:
+            parsed[name] = parse_value(value, kind, f"{what}.{name}")
+    return replace(obj, **parsed)
+
+
+def parse_epochs(value: Any) -> tuple[int, int]:
+    """`3` → (3, 3); `4,2` → (4, 2): epochs of experience 0 and 1."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    try:
+        epochs = tuple(int(str(v).strip()) for v in items)
+    except ValueError:
+        raise ConfigError(f"epochs {value!r} are not integers", "write --epochs 4 or --epochs 4,2") from None
+    if len(epochs) == 1:
+        epochs = epochs * 2
+    if len(epochs) != 2 or min(epochs) < 0:
+        raise ConfigError(f"epochs {value!r} must be one or two integers ≥ 0", "write --epochs 4,2")
+    return epochs  # type: ignore[return-value]
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """A run config file: nested sections (`train: {lr: 0.001}`) or dotted keys, flattened."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", "check the --config path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}", "fix the YAML syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping", "write keys like `train: {lr: 0.001}`")
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def validate(config: RunConfig) -> RunConfig:
+    fraction = config.data.fraction
+    if not 0 < fraction <= 1:
+        raise ConfigError(
+            f"fraction {fraction} is outside (0, 1]", "give the share of CLEVR-Humans train, e.g. --fraction 0.33"
+        )
+    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
+        raise ConfigError(f"unknown device {config.device!r}", "use --device auto, cpu or cuda")
+    if config.train.amp not in ("auto", "off", "bf16", "fp16"):
+        raise ConfigError(f"train.amp={config.train.amp!r} is unknown", "use auto, off, bf16 or fp16")
+    if config.train.batch_size < 1 or config.train.lr <= 0:
+        raise ConfigError("batch size and learning rate must be positive", "check train.batch_size, train.lr")
+    return config

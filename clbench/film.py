@@ -1,0 +1,244 @@
+"""FiLM (Perez et al. 2018): a question-conditioned residual CNN, laid out like the paper's Figure 3.
+
+question ──► FiLMGenerator (embedding + GRU) ──► (gamma, beta) per channel per block
+image ──► stem (raw pixels or frozen ResNet-101 conv4) ──► FiLMedResBlock × N ──► Classifier ──► answer logits
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
+from avalanche.models import DynamicModule
+from torch import Tensor, nn
+
+from clbench.data.inputs import FiLMInput
+from clbench.errors import ConfigError
+
+# ImageNet statistics: the raw-pixel stem learns its own scale, but both stems see the same normalised input.
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every choice the paper makes, named; the `paper` preset holds the paper's values."""
+
+    image_height: int = 224
+    image_width: int = 224
+    stem: str = "pixels"  # "pixels" (the raw-pixel variant) or "resnet101" (frozen conv4 features)
+    stem_layers: int = 4  # raw-pixel stem: conv(k4, s2, p1) + BN + ReLU, each halving the resolution
+    stem_dim: int = 128
+    word_embedding_dim: int = 200
+    gru_hidden_dim: int = 4096
+    num_modules: int = 4
+    module_dim: int = 128
+    gamma_offset: float = 1.0  # gamma = gamma_offset + predicted: the reference code's gamma baseline
+    use_coords: bool = True  # x, y coordinate maps appended before each 1×1 conv
+    classifier_proj_dim: int = 512
+    classifier_fc_dim: int = 1024
+    dropout: float = 0.0
+    channels_last: bool = False
+
+
+class GrowingEmbedding(DynamicModule):
+    """Word embedding that grows when an experience brings new words, keeping every old row.
+
+    Grown through Avalanche's model adaptation: before each experience (training or evaluation) it reads the
+    largest token index the experience's dataset uses (its `question_max_token` attribute).
+    """
+
+    def __init__(self, num_embeddings: int, dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_embeddings, dim, padding_idx=0)
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.embedding.num_embeddings
+
+    def adaptation(self, experience) -> None:  # type: ignore[override]
+        dataset = getattr(experience, "dataset", None)
+        attribute = getattr(dataset, "question_max_token", None)
+        if attribute is not None:
+            self.grow_to(int(max(attribute.uniques)) + 1)
+
+    def grow_to(self, num_embeddings: int) -> None:
+        old = self.embedding
+        if num_embeddings <= old.num_embeddings:
+            return
+        new = nn.Embedding(num_embeddings, old.embedding_dim, padding_idx=0).to(old.weight.device)
+        with torch.no_grad():
+            new.weight[: old.num_embeddings] = old.weight
+        new.weight.requires_grad_(old.weight.requires_grad)
+        self.embedding = new
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.embedding(tokens)
+
+
+class FiLMGenerator(nn.Module):
+    """Question → (gamma, beta) for every channel of every FiLMed block."""
+
+    def __init__(self, vocab_size: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_modules, self.module_dim, self.gamma_offset = (
+            config.num_modules,
+            config.module_dim,
+            config.gamma_offset,
+        )
+        self.embed = GrowingEmbedding(vocab_size, config.word_embedding_dim)
+        self.gru = nn.GRU(config.word_embedding_dim, config.gru_hidden_dim, batch_first=True)
+        self.film = nn.Linear(config.gru_hidden_dim, 2 * config.num_modules * config.module_dim)
+
+    def forward(self, questions: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        states, _ = self.gru(self.embed(questions))  # [B, T, H]
+        last = (lengths.clamp(min=1) - 1).view(-1, 1, 1).expand(-1, 1, states.size(2))
+        hidden = states.gather(1, last).squeeze(1)  # the GRU state at each question's last token
+        film = self.film(hidden).view(-1, self.num_modules, 2, self.module_dim)
+        gammas = film[:, :, 0] + self.gamma_offset  # [B, N, C]
+        betas = film[:, :, 1]
+        return gammas, betas
+
+
+def coordinate_maps(x: Tensor) -> Tensor:
+    """Two maps of x and y positions in [-1, 1], so 1×1 convs can reason about where things are."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+    return torch.cat([xs, ys], dim=1)
+
+
+def with_coords(x: Tensor, use_coords: bool) -> Tensor:
+    return torch.cat([x, coordinate_maps(x)], dim=1) if use_coords else x
+
+
+class FiLMedResBlock(nn.Module):
+    """[coords] → 1×1 conv + ReLU → 3×3 conv → BN (no affine) → FiLM → ReLU → + residual."""
+
+    def __init__(self, dim: int, use_coords: bool, dropout: float) -> None:
+        super().__init__()
+        self.use_coords = use_coords
+        self.input_proj = nn.Conv2d(dim + 2 * use_coords, dim, kernel_size=1)
+        self.conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1)
+        self.bn = nn.BatchNorm2d(dim, affine=False)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
+        residual = F.relu(self.input_proj(with_coords(x, self.use_coords)))
+        out = self.bn(self.conv(self.dropout(residual)))
+        out = F.relu(gamma[:, :, None, None] * out + beta[:, :, None, None])
+        return out + residual
+
+
+class Classifier(nn.Module):
+    """[coords] → 1×1 conv + BN + ReLU → global max-pool → FC + BN + ReLU → FC over answers."""
+
+    def __init__(self, in_dim: int, num_answers: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.use_coords = config.use_coords
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_dim + 2 * config.use_coords, config.classifier_proj_dim, kernel_size=1),
+            nn.BatchNorm2d(config.classifier_proj_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.mlp = nn.Sequential(
+            nn.Linear(config.classifier_proj_dim, config.classifier_fc_dim),
+            nn.BatchNorm1d(config.classifier_fc_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity(),
+            nn.Linear(config.classifier_fc_dim, num_answers),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.proj(with_coords(x, self.use_coords))
+        return self.mlp(torch.amax(x, dim=(2, 3)))
+
+
+def pixel_stem(config: ModelConfig) -> nn.Sequential:
+    """The paper's raw-pixel stem: conv(k4, s2, p1) + BN + ReLU, repeated (224 → 14 with four layers)."""
+    layers: list[nn.Module] = []
+    in_dim = 3
+    for _ in range(config.stem_layers):
+        layers += [
+            nn.Conv2d(in_dim, config.stem_dim, kernel_size=4, stride=2, padding=1),
+            nn.BatchNorm2d(config.stem_dim),
+            nn.ReLU(inplace=True),
+        ]
+        in_dim = config.stem_dim
+    layers += [nn.Conv2d(in_dim, config.module_dim, kernel_size=3, padding=1)]
+    layers += [nn.BatchNorm2d(config.module_dim), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class ResNetStem(nn.Module):
+    """Frozen ImageNet ResNet-101 up to conv4 (layer3), then the paper's 3×3 conv to the module width."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        from torchvision.models import ResNet101_Weights, resnet101
+
+        try:
+            backbone = resnet101(weights=ResNet101_Weights.IMAGENET1K_V1)
+        except Exception as exc:  # no network, no cached weights
+            raise ConfigError(
+                f"ResNet-101 ImageNet weights are not available ({type(exc).__name__})",
+                "put resnet101-63fe2227.pth in $TORCH_HOME/hub/checkpoints/ (or run with stem=pixels)",
+            ) from None
+        self.features = nn.Sequential(*list(backbone.children())[:-3]).eval().requires_grad_(False)
+        self.proj = nn.Sequential(
+            nn.Conv2d(1024, config.module_dim, kernel_size=3, padding=1),
+            nn.BatchNorm2d(config.module_dim),
+            nn.ReLU(inplace=True),
+        )
+
+    def train(self, mode: bool = True) -> ResNetStem:
+        super().train(mode)
+        self.features.eval()  # frozen features: batch-norm statistics never move
+        return self
+
+    def forward(self, images: Tensor) -> Tensor:
+        with torch.no_grad():
+            features = self.features(images)
+        return self.proj(features)
+
+
+class FiLM(nn.Module):
+    """The whole model: generator, stem, FiLMed blocks, classifier.
+
+    `last_film` keeps the (gammas, betas) of the latest forward pass, detached, for the gamma/beta analysis.
+    """
+
+    def __init__(self, vocab_size: int, num_answers: int, config: ModelConfig) -> None:
+        super().__init__()
+        if config.stem not in ("pixels", "resnet101"):
+            raise ConfigError(f"unknown stem {config.stem!r}", "use stem=pixels or stem=resnet101")
+        self.config = config
+        self.generator = FiLMGenerator(vocab_size, config)
+        self.stem = pixel_stem(config) if config.stem == "pixels" else ResNetStem(config)
+        self.blocks = nn.ModuleList(
+            FiLMedResBlock(config.module_dim, config.use_coords, config.dropout)
+            for _ in range(config.num_modules)
+        )
+        self.classifier = Classifier(config.module_dim, num_answers, config)
+        self.register_buffer("pixel_mean", torch.tensor(_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        self.last_film: tuple[Tensor, Tensor] | None = None
+
+    def filmed_network(self) -> list[nn.Module]:
+        """Everything the generator conditions: stem, FiLMed blocks and classifier."""
+        return [self.stem, self.blocks, self.classifier]
+
+    def forward(self, inputs: FiLMInput) -> Tensor:
+        images = (inputs.images.float() - self.pixel_mean) / self.pixel_std
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        gammas, betas = self.generator(inputs.questions, inputs.lengths)
+        self.last_film = (gammas.detach(), betas.detach())
+        x = self.stem(images)
+        for i, block in enumerate(self.blocks):
+            x = block(x, gammas[:, i], betas[:, i])
+        return self.classifier(x)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,229 @@
+"""One run: benchmark + FiLM + strategy plugins + evaluator, trained experience by experience, tracked in MLflow."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from avalanche.evaluation.metrics import (
+    accuracy_metrics,
+    bwt_metrics,
+    forgetting_metrics,
+    loss_metrics,
+)
+from avalanche.training.determinism.rng_manager import RNGManager
+from avalanche.training.plugins import EvaluationPlugin
+
+from clbench import tracking
+from clbench.config import RunConfig
+from clbench.errors import ConfigError
+from clbench.film import FiLM, count_parameters
+from clbench.metrics import QuestionTypeAccuracy, type_metric_name
+from clbench.strategy import Strategy
+from clbench.training import FiLMTemplate, ProgressBar, amp_dtype
+from scenarios import clevr_humans
+
+TEST_STREAM = "test_stream"
+
+
+def accuracy_key(experience: int) -> str:
+    return f"Top1_Acc_Exp/eval_phase/{TEST_STREAM}/Task000/Exp{experience:03d}"
+
+
+@dataclass
+class RunResult:
+    """What a run measured; the same numbers are in its MLflow run."""
+
+    run_id: str
+    accuracy: pd.DataFrame  # R[i][j]: accuracy on test experience j after training experience i
+    per_type: pd.DataFrame  # accuracy per question type (rows: after experience i, test experience j)
+    majority_baseline: dict[str, float]
+    wall_time_s: float
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def forgetting(self) -> dict[str, float]:
+        """Best earlier accuracy minus final accuracy, for every experience but the last."""
+        last = len(self.accuracy) - 1
+        return {
+            col: float(self.accuracy[col].iloc[:last].max() - self.accuracy[col].iloc[last])
+            for col in self.accuracy.columns[:last]
+        }
+
+    @property
+    def bwt(self) -> float:
+        last = len(self.accuracy) - 1
+        diffs = [self.accuracy.iloc[last, j] - self.accuracy.iloc[j, j] for j in range(last)]
+        return float(sum(diffs) / len(diffs)) if diffs else 0.0
+
+    def summary(self) -> str:
+        pct = self.accuracy.map(lambda v: f"{100 * v:5.1f}")
+        lines = ["Accuracy matrix (%) — rows: after training on, columns: tested on", pct.to_string(), ""]
+        base = ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.majority_baseline.items())
+        lines.append(f"Majority-answer baseline: {base}")
+        forget = ", ".join(f"{k} {100 * v:+.1f} pts" for k, v in self.forgetting.items())
+        lines.append(f"Forgetting: {forget}    BWT: {100 * self.bwt:+.1f} pts")
+        if not self.per_type.empty:
+            lines += ["", "Per question type (%):", self.per_type.map(lambda v: f"{100 * v:5.1f}").to_string()]
+        lines.append(f"\nWall time: {self.wall_time_s:.1f} s    MLflow run: {self.run_id}")
+        return "\n".join(lines)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available", "use --device auto or cpu")
+    return torch.device(requested)
+
+
+def resolve_data_root(config: RunConfig, progress: bool = True) -> Path:
+    if config.data.root is not None:
+        return Path(config.data.root)
+    from clbench.synth import ensure_default_data
+
+    return ensure_default_data(config.data.synth_preset, config.data.synth_seed, progress=progress)
+
+
+def build_scenario(config: RunConfig, progress: bool = True) -> clevr_humans.ClevrHumansScenario:
+    return clevr_humans.build(
+        resolve_data_root(config, progress),
+        image_size=(config.model.image_height, config.model.image_width),
+        fraction=config.data.fraction,
+        seed=config.seed,
+        min_word_count=config.data.min_word_count,
+        max_train_questions=config.data.max_train_questions,
+        max_test_questions=config.data.max_test_questions,
+        progress=progress,
+    )
+
+
+def build_model(config: RunConfig, scenario: clevr_humans.ClevrHumansScenario, device: torch.device) -> FiLM:
+    model = FiLM(scenario.clevr_vocab_size, len(scenario.answers), config.model)
+    if config.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.to(device)
+
+
+def run(
+    config: RunConfig,
+    strategy: Strategy,
+    *,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+    out=None,
+) -> RunResult:
+    """Train experience by experience, evaluating the whole test stream after each; log all to MLflow."""
+    out = out or sys.stdout
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    tracking.configure(tracking.tracking_uri(tracking_uri))
+    RNGManager.set_random_seeds(config.seed)
+    scenario = build_scenario(config, progress)
+    RNGManager.set_random_seeds(config.seed)
+    model = build_model(config, scenario, device)
+
+    with tracking.mlflow_run(experiment or clevr_humans.NAME, run_name or strategy.name) as run_id:
+        params = tracking.flatten(config.to_dict()) | {"strategy": strategy.name}
+        params |= {f"strategy.{k}": v for k, v in strategy.params().items()}
+        params |= {"data.fingerprint": scenario.fingerprint, "device.resolved": str(device)}
+        params |= {f"data.size.{k}": v for k, v in scenario.sizes.items()}
+        params |= {"model.parameters": count_parameters(model)} | tracking.versions()
+        tracking.log_params(run_id, params)
+        logger = tracking.MLflowLogger(run_id)
+        evaluator = EvaluationPlugin(
+            accuracy_metrics(epoch=True, experience=True, stream=True),
+            loss_metrics(epoch=True, experience=True),
+            forgetting_metrics(experience=True, stream=True),
+            bwt_metrics(experience=True, stream=True),
+            QuestionTypeAccuracy(scenario.type_names),
+            loggers=[logger],
+        )
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        template = FiLMTemplate(
+            model=model,
+            optimizer=optimizer,
+            criterion=torch.nn.CrossEntropyLoss(),
+            train_mb_size=config.train.batch_size,
+            train_epochs=config.train.epochs[0],
+            eval_mb_size=config.train.eval_batch_size,
+            device=device,
+            plugins=[*strategy.plugins(model), *([ProgressBar(scenario.experience_names)] if progress else [])],
+            evaluator=evaluator,
+            eval_every=-1,
+            amp=amp_dtype(config.train.amp, device),
+        )
+        loader_args = {"num_workers": config.train.num_workers, "persistent_workers": config.train.num_workers > 0}
+        rows: list[list[float]] = []
+        type_rows: dict[tuple[str, str], dict[str, float]] = {}
+        for i, experience in enumerate(scenario.train_stream):
+            template.train_epochs = config.train.epochs[i]
+            if i > 0 and config.train.lr_finetune is not None:
+                for group in template.optimizer.param_groups:
+                    group["lr"] = config.train.lr_finetune
+            template.train(experience, **loader_args)
+            metrics = template.eval(scenario.test_stream, **loader_args)
+            rows.append([metrics[accuracy_key(j)] for j in range(len(scenario.test_stream))])
+            for j, test_name in enumerate(scenario.experience_names):
+                row = {
+                    name: metrics[key]
+                    for name in scenario.type_names
+                    if (key := type_metric_name(TEST_STREAM, j, name)) in metrics
+                }
+                if len(row) > 1 or clevr_humans.HUMANS_TYPE not in row:
+                    type_rows[(scenario.experience_names[i], test_name)] = row
+        names = list(scenario.experience_names)
+        accuracy = pd.DataFrame(rows, index=pd.Index(names, name="after"), columns=pd.Index(names, name="test"))
+        per_type = pd.DataFrame.from_dict(type_rows, orient="index")
+        if not per_type.empty:
+            per_type.index = pd.MultiIndex.from_tuples(per_type.index, names=["after", "test"])
+        result = RunResult(
+            run_id=run_id,
+            accuracy=accuracy,
+            per_type=per_type,
+            majority_baseline={f"{k} (test)": v for k, v in scenario.majority_baseline.items()},
+            wall_time_s=time.perf_counter() - started,
+            sizes=scenario.sizes,
+        )
+        _log_result(run_id, result, config, strategy, model, logger)
+    print(result.summary(), file=out)
+    return result
+
+
+def _log_result(
+    run_id: str, result: RunResult, config: RunConfig, strategy: Strategy, model: FiLM, logger: Any
+) -> None:
+    """Final figures as metrics, and the accuracy matrix, config and checkpoint as artifacts."""
+    from mlflow import MlflowClient
+
+    step = len(result.accuracy) - 1
+    for name, value in result.forgetting.items():
+        logger.log_single_metric(f"forgetting/{name}", value, step)
+    logger.log_single_metric("bwt", result.bwt, step)
+    for name, value in result.accuracy.iloc[-1].items():
+        logger.log_single_metric(f"final_accuracy/{name}", value, step)
+    for name, value in result.majority_baseline.items():
+        logger.log_single_metric(f"majority_baseline/{name.split(' ')[0]}", value, step)
+    logger.log_single_metric("wall_time_s", result.wall_time_s, step)
+    logger.flush()
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        result.accuracy.to_csv(folder / "accuracy_matrix.csv")
+        if not result.per_type.empty:
+            result.per_type.to_csv(folder / "per_type_accuracy.csv")
+        resolved = {"config": config.to_dict(), "strategy": {"name": strategy.name, **strategy.params()}}
+        (folder / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
+        (folder / "summary.txt").write_text(result.summary() + "\n")
+        torch.save(model.state_dict(), folder / "model.pt")
+        client.log_artifacts(run_id, str(folder))

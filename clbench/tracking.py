@@ -1,0 +1,160 @@
+"""MLflow tracking: an Avalanche logger that sends every metric to MLflow, plus run helpers.
+
+The logger buffers metric values and sends them in batches (`log_batch`) at epoch and experience ends: one
+SQLite write per batch instead of one per value, so tracking costs nothing next to training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from avalanche.logging import BaseLogger
+
+from clbench.errors import ConfigError
+
+DEFAULT_STORE = "mlflow.db"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """`--tracking-uri`, else `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working folder."""
+    if explicit:
+        return explicit
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_STORE}"
+
+
+def configure(uri: str) -> None:
+    """Point MLflow at `uri`, failing fast with one line where the store cannot be reached."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ConfigError(
+                f"cannot write the MLflow store {uri}: folder {folder} is missing or read-only",
+                "run from a writable folder or pass --tracking-uri",
+            )
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+
+
+def _check_server(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            f"MLflow tracking server {uri} cannot be reached ({reason})",
+            "start it (python -m clbench ui) or pass another --tracking-uri",
+        ) from None
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def versions() -> dict[str, str]:
+    import avalanche
+    import mlflow
+    import numpy
+    import pandas
+    import torch
+
+    import clbench
+
+    return {
+        "version.clbench": clbench.__version__,
+        "version.torch": torch.__version__,
+        "version.avalanche": getattr(avalanche, "__version__", "unknown"),
+        "version.mlflow": mlflow.__version__,
+        "version.numpy": numpy.__version__,
+        "version.pandas": pandas.__version__,
+        "version.python": platform.python_version(),
+    }
+
+
+def log_params(run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    client = MlflowClient()
+    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+
+
+class MLflowLogger(BaseLogger):
+    """Avalanche logger → MLflow metrics of one run, with steps (Avalanche's x_plot: training iterations)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        from mlflow import MlflowClient
+
+        self.run_id = run_id
+        self.client = MlflowClient()
+        self._pending: list[Any] = []
+
+    def log_single_metric(self, name: str, value: Any, x_plot: int) -> None:
+        from mlflow.entities import Metric
+
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                self.log_single_metric(f"{name}/{key}", item, x_plot)
+            return
+        if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return
+        self._pending.append(Metric(name, float(value), int(time.time() * 1000), int(x_plot)))
+
+    def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:1000], self._pending[1000:]
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    # Avalanche calls these on loggers like on plugins: send what was gathered at natural boundaries.
+    def after_training_epoch(self, strategy, metric_values, **kwargs) -> None:
+        self.flush()
+
+    def after_training_exp(self, strategy, metric_values, **kwargs) -> None:
+        self.flush()
+
+    def after_eval(self, strategy, metric_values, **kwargs) -> None:
+        self.flush()
+
+
+@contextmanager
+def mlflow_run(experiment: str, run_name: str | None = None, run_id: str | None = None) -> Iterator[str]:
+    """Start (or resume) a run; end it FINISHED, KILLED on Ctrl-C, FAILED on any other error."""
+    import mlflow
+
+    mlflow.set_experiment(experiment)
+    run = mlflow.start_run(run_id=run_id, run_name=run_name if run_id is None else None)
+    try:
+        yield run.info.run_id
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    else:
+        mlflow.end_run(status="FINISHED")

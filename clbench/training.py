@@ -1,0 +1,122 @@
+"""The training template and progress display: Avalanche's SupervisedTemplate, plus mixed precision.
+
+Avalanche's SupervisedTemplate has no autocast or gradient scaling, so `FiLMTemplate` adds them by
+overriding `forward`, `backward` and `optimizer_step`; the loop itself stays Avalanche's.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+from avalanche.training.templates import SupervisedTemplate
+from tqdm.auto import tqdm
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """`auto` → bf16 where the GPU supports it, fp16 otherwise, none on CPU."""
+    if amp == "off" or device.type != "cuda":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+class FiLMTemplate(SupervisedTemplate):
+    """SupervisedTemplate with optional autocast (bf16/fp16) and a gradient scaler for fp16."""
+
+    def __init__(self, *args, amp: torch.dtype | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.amp = amp
+        self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+
+    def _autocast(self):
+        if self.amp is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp)
+
+    def forward(self):
+        with self._autocast():
+            return super().forward()
+
+    def criterion(self):
+        return super().criterion().float()
+
+    def backward(self):
+        if self.scaler is not None:
+            self.scaler.scale(self.loss).backward(retain_graph=self.retain_graph)
+        else:
+            super().backward()
+
+    def optimizer_step(self):
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            super().optimizer_step()
+
+
+class ProgressBar(SupervisedPlugin):
+    """One bar per epoch and per evaluated experience, with the running loss and samples/s.
+
+    Avalanche's InteractiveLogger prints every metric at every step; this shows only what a person watches.
+    Off a terminal (CI, log files) it prints one line per epoch instead of redrawing a bar.
+    """
+
+    def __init__(self, experience_names: tuple[str, ...], stream=None) -> None:
+        super().__init__()
+        self.names = experience_names
+        self.stream = stream or sys.stderr
+        self.interactive = self.stream.isatty()
+        self._bar: tqdm | None = None
+        self._loss = 0.0
+        self._seen = 0
+        self._start = 0.0
+
+    def _name(self, strategy) -> str:
+        i = strategy.experience.current_experience
+        return self.names[i] if i < len(self.names) else f"exp{i}"
+
+    def _open(self, desc: str, total: int) -> None:
+        self._bar = tqdm(
+            total=total, desc=desc, leave=False, file=self.stream, disable=not self.interactive, dynamic_ncols=True
+        )
+        self._loss, self._seen, self._start = 0.0, 0, time.perf_counter()
+
+    def _close(self, line: str | None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if line and not self.interactive:
+            print(line, file=self.stream, flush=True)
+
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        epoch = strategy.clock.train_exp_epochs + 1
+        self._open(f"train {self._name(strategy)} epoch {epoch}/{strategy.train_epochs}", len(strategy.dataloader))
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        n = len(strategy.mb_y)
+        self._loss += strategy.loss.item() * n
+        self._seen += n
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{self._loss / self._seen:.3f}", refresh=False)
+
+    def after_training_epoch(self, strategy, **kwargs) -> None:
+        rate = self._seen / max(time.perf_counter() - self._start, 1e-9)
+        desc = self._bar.desc if self._bar is not None else "train"
+        self._close(f"{desc}: loss {self._loss / max(self._seen, 1):.4f}, {rate:.0f} samples/s")
+
+    def before_eval_exp(self, strategy, **kwargs) -> None:
+        self._open(f"eval {self._name(strategy)}", len(strategy.dataloader))
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def after_eval_exp(self, strategy, **kwargs) -> None:
+        self._close(None)

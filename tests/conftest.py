@@ -1,0 +1,29 @@
+"""Shared fixtures: a tiny generated dataset and an isolated MLflow store and cache per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_homes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep caches and generated data out of the user's home while testing."""
+    home = tmp_path_factory.mktemp("clbench-home")
+    os.environ["CLBENCH_CACHE_DIR"] = str(home / "cache")
+    os.environ["CLBENCH_DATA_HOME"] = str(home / "data")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from clbench.synth import generate
+
+    return generate(tmp_path_factory.mktemp("tiny") / "data", "tiny", seed=0, progress=False)
+
+
+@pytest.fixture()
+def tracking_store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
