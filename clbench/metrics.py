@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import torch
 from avalanche.evaluation.metric_definitions import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
-from avalanche.evaluation.metric_utils import stream_type
 
 TYPE_METRIC = "Acc_QType"
 
@@ -53,7 +52,7 @@ class QuestionTypeAccuracy(PluginMetric[dict[str, float]]):
         self._correct += torch.bincount(types, weights=correct, minlength=n).long()
 
     def after_eval_exp(self, strategy) -> list[MetricValue]:
-        stream = stream_type(strategy.experience)
+        stream = strategy.experience.origin_stream.name
         experience = strategy.experience.current_experience
         step = strategy.clock.train_iterations
         return [

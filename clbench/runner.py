@@ -35,7 +35,7 @@ TEST_STREAM = "test_stream"
 
 
 def accuracy_key(experience: int) -> str:
-    return f"Top1_Acc_Exp/eval_phase/{TEST_STREAM}/Task000/Exp{experience:03d}"
+    return f"Top1_Acc_Exp/eval_phase/{TEST_STREAM}/Exp{experience:03d}"
 
 
 @dataclass

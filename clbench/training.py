@@ -30,8 +30,8 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 class FiLMTemplate(SupervisedTemplate):
     """SupervisedTemplate with optional autocast (bf16/fp16) and a gradient scaler for fp16."""
 
-    def __init__(self, *args, amp: torch.dtype | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *, amp: torch.dtype | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.amp = amp
         self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
 

@@ -92,6 +92,7 @@ class ClevrHumansScenario:
     type_names: tuple[str, ...] = TYPE_NAMES
     experience_names: tuple[str, ...] = EXPERIENCES
     test_types: list[np.ndarray] = field(default_factory=list)
+    train_datasets: list[QuestionAnswerDataset] = field(default_factory=list)  # plain PyTorch, for benchmarks
 
     @property
     def train_stream(self):
@@ -126,16 +127,19 @@ def _pad(tokens: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.nd
     return out, lengths
 
 
-def _to_avalanche(split: EncodedSplit, images: ImageCache, width: int, task_label: int) -> ClassificationDataset:
+def _to_torch(split: EncodedSplit, images: ImageCache, width: int) -> QuestionAnswerDataset:
     rows = np.array([images.index[r.image_filename] for r in split.records], dtype=np.int64)
     questions, lengths = _pad(split.tokens, width)
-    base = QuestionAnswerDataset(images, rows, questions, lengths, split.answers)
+    return QuestionAnswerDataset(images, rows, questions, lengths, split.answers)
+
+
+def _to_avalanche(split: EncodedSplit, base: QuestionAnswerDataset, task_label: int) -> ClassificationDataset:
     return ClassificationDataset(
         [base],
         data_attributes=[
             DataAttribute(split.answers.tolist(), "targets"),
             DataAttribute(split.types.tolist(), "question_type", use_in_getitem=True),
-            DataAttribute(questions.max(axis=1).tolist(), "question_max_token"),
+            DataAttribute(base.questions.max(axis=1).tolist(), "question_max_token"),
             DataAttribute([task_label] * len(split), "targets_task_labels", use_in_getitem=True),
         ],
     )
@@ -211,7 +215,7 @@ def build(
         for split in sorted({r.image_split for s in splits for r in s.records})
     }
 
-    def dataset(split: EncodedSplit, task_label: int) -> ClassificationDataset:
+    def dataset(split: EncodedSplit) -> QuestionAnswerDataset:
         image_split = split.records[0].image_split
         if any(r.image_split != image_split for r in split.records):
             mixed = {r.image_split for r in split.records}
@@ -219,10 +223,12 @@ def build(
                 f"{split.name} mixes images from splits {sorted(mixed)}",
                 "keep each question file's images in one split",
             )
-        return _to_avalanche(split, caches[image_split], width, task_label)
+        return _to_torch(split, caches[image_split], width)
 
-    train = [dataset(splits[0], 0), dataset(splits[1], 0)]
-    test = [dataset(splits[2], 0), dataset(splits[3], 0)]
+    datasets = [dataset(s) for s in splits]
+    # One task label for both experiences: the model has one head, the setting is domain-incremental.
+    train = [_to_avalanche(splits[0], datasets[0], 0), _to_avalanche(splits[1], datasets[1], 0)]
+    test = [_to_avalanche(splits[2], datasets[2], 0), _to_avalanche(splits[3], datasets[3], 0)]
     benchmark = benchmark_from_datasets(train=train, test=test)
     return ClevrHumansScenario(
         benchmark=benchmark,
@@ -236,4 +242,5 @@ def build(
             EXPERIENCES[1]: _majority(splits[1], splits[3]),
         },
         test_types=[splits[2].types, splits[3].types],
+        train_datasets=datasets[:2],
     )

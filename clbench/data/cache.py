@@ -1,0 +1,319 @@
+"""Decoded, resized images in one uint8 memmap per split, fingerprinted so a build happens once.
+
+Decoding 70k CLEVR PNGs takes minutes; reading rows of a memmap takes microseconds and never needs the whole
+split in RAM. Builds are atomic: the data goes to ``<name>.tmp-<pid>`` and is renamed into place, and the
+JSON sidecar that marks a cache valid is written last: an interrupted build never looks like a valid cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from clbench.data import spec
+from clbench.data.clevr import DatasetRoot
+from clbench.errors import DataError
+
+__all__ = ["FORMAT_VERSION", "ImageCache", "build_image_cache", "default_cache_dir", "fingerprint_images"]
+
+FORMAT_VERSION = 1  # bump when the decoding (filter, layout) changes: old caches then stop matching
+SAMPLED_IMAGES = 256  # images hashed in full, evenly spaced: catches edits that keep a file's size
+RESAMPLE = Image.Resampling.BICUBIC  # antialiased when shrinking, sharper than bilinear
+
+
+def default_cache_dir() -> Path:
+    """``$CLBENCH_CACHE_DIR`` or ``~/.cache/clbench/images``: shared by every run on the machine."""
+    env = os.environ.get("CLBENCH_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "clbench" / "images"
+
+
+def _list_pngs(folder: Path) -> list[tuple[str, int]]:
+    """(name, size) of every PNG, sorted by name: one directory scan, no decoding."""
+    try:
+        with os.scandir(folder) as entries:
+            found = [(e.name, e.stat().st_size) for e in entries if e.name.endswith(".png") and e.is_file()]
+    except FileNotFoundError:
+        raise DataError(f"image folder {folder} does not exist", "unpack the CLEVR images there") from None
+    if not found:
+        raise DataError(f"image folder {folder} holds no .png images", "unpack the CLEVR images there")
+    return sorted(found)
+
+
+def fingerprint_images(folder: Path, split: str, size: tuple[int, int], files: list[tuple[str, int]]) -> str:
+    """sha256 over every (relative path, byte size), the bytes of 256 evenly spaced images, size and version.
+
+    Cheap enough to run on every call (one scan, ~256 reads), strict enough that a changed image set,
+    a resized target or a new decoder never reuses a stale cache.
+    """
+    digest = hashlib.sha256()
+    digest.update(f"clbench-image-cache v{FORMAT_VERSION} {size[0]}x{size[1]}\n".encode())
+    for name, nbytes in files:
+        digest.update(f"{split}/{name}\t{nbytes}\n".encode())
+    n = len(files)
+    sampled = (
+        range(n)
+        if n <= SAMPLED_IMAGES
+        else sorted({round(i * (n - 1) / (SAMPLED_IMAGES - 1)) for i in range(SAMPLED_IMAGES)})
+    )
+    for i in sampled:
+        digest.update((folder / files[i][0]).read_bytes())
+    return digest.hexdigest()
+
+
+def _decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """One PNG → RGB uint8 [H, W, 3] at ``size`` = (height, width)."""
+    height, width = size
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+            if rgb.size != (width, height):
+                rgb = rgb.resize((width, height), RESAMPLE)
+            return np.asarray(rgb, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as err:  # what Pillow raises for truncated or corrupt files
+        raise DataError(
+            f"image {path} cannot be decoded ({err})", "the PNG is truncated or corrupt; restore it"
+        ) from None
+
+
+def _decode_rows(
+    task: tuple[str, int, list[str], str, tuple[int, int]],
+) -> tuple[int, tuple[str, str | None] | None]:
+    """Worker: decode a chunk and write its rows straight into the memmap; nothing big crosses processes."""
+    data_path, start, names, folder, size = task
+    rows = np.load(data_path, mmap_mode="r+")
+    try:
+        for offset, name in enumerate(names):
+            rows[start + offset] = _decode_image(Path(folder) / name, size)
+        rows.flush()
+    except DataError as err:
+        return 0, (err.problem, err.fix)
+    finally:
+        del rows
+    return len(names), None
+
+
+class ImageCache:
+    """A read-only [N, H, W, 3] uint8 memmap and the row of each image file name.
+
+    Pickles as its sidecar path only and reopens the memmap lazily, so DataLoader workers share the page
+    cache instead of copying arrays.
+    """
+
+    def __init__(self, sidecar: Path, meta: dict[str, Any]) -> None:
+        self.sidecar = Path(sidecar)
+        self.fingerprint: str = meta["fingerprint"]
+        self.shape: tuple[int, int, int, int] = tuple(meta["shape"])  # type: ignore[assignment]
+        self.split: str = meta["split"]
+        self._filenames: list[str] | None = meta.get("filenames")
+        self._index: dict[str, int] | None = None
+        self._array: np.memmap | None = None
+
+    @property
+    def data_path(self) -> Path:
+        return self.sidecar.with_suffix(".npy")
+
+    @classmethod
+    def open(cls, sidecar: Path) -> ImageCache:
+        """Open a built cache by its sidecar JSON; anything inconsistent raises :class:`DataError`."""
+        sidecar = Path(sidecar)
+        fix = "delete it and run `python -m clbench data prepare` again"
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            shape = tuple(meta["shape"])
+            ok = (
+                meta["format_version"] == FORMAT_VERSION
+                and len(shape) == 4
+                and shape[3] == 3
+                and len(meta["filenames"]) == shape[0]
+                and isinstance(meta["fingerprint"], str)
+            )
+        except FileNotFoundError:
+            raise DataError(
+                f"image cache {sidecar} not found", "build it with `python -m clbench data prepare`"
+            ) from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataError(f"image cache {sidecar} is corrupt ({err})", fix) from None
+        if not ok:
+            raise DataError(f"image cache {sidecar} is inconsistent or from another version", fix)
+        cache = cls(sidecar, meta)
+        try:
+            array = cache.array
+        except (OSError, ValueError) as err:
+            raise DataError(f"image cache data {cache.data_path} is unreadable ({err})", fix) from None
+        if array.shape != shape or array.dtype != np.uint8:
+            raise DataError(f"image cache data {cache.data_path} has shape {array.shape}, not {shape}", fix)
+        return cache
+
+    @property
+    def array(self) -> np.memmap:
+        if self._array is None:
+            self._array = np.load(self.data_path, mmap_mode="r")
+        return self._array
+
+    @property
+    def filenames(self) -> list[str]:
+        if self._filenames is None:
+            self._filenames = json.loads(self.sidecar.read_text(encoding="utf-8"))["filenames"]
+        return self._filenames
+
+    @property
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {name: row for row, name in enumerate(self.filenames)}
+        return self._index
+
+    def __getitem__(self, image_filename: str) -> np.ndarray:
+        return self.array[self.index[image_filename]]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "sidecar": str(self.sidecar),
+            "fingerprint": self.fingerprint,
+            "shape": self.shape,
+            "split": self.split,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(Path(state["sidecar"]), state)  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"ImageCache({self.split}, shape={self.shape}, {self.sidecar})"
+
+
+def _remove_stale_tmp(cache_dir: Path, name: str) -> None:
+    """Delete temporaries left by builds whose process is gone (a kill -9 skips our cleanup)."""
+    for tmp in cache_dir.glob(f"{name}.*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork starts workers in milliseconds and they need nothing but numpy and Pillow; spawn elsewhere.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def build_image_cache(
+    clevr_dir: Path,
+    split: str,
+    size: tuple[int, int],
+    *,
+    cache_dir: Path | None = None,
+    jobs: int | None = None,
+    progress: bool = True,
+) -> ImageCache:
+    """Decode ``images/<split>/*.png`` to RGB at ``size`` = (height, width) into a memmap, or reuse a match.
+
+    A cache whose fingerprint, shape and version match is opened without decoding anything. Otherwise
+    ``jobs`` worker processes (default: one per CPU) decode chunks and write their rows in place.
+    """
+    if split not in spec.SPLITS:
+        raise DataError(f"unknown split {split!r}", f"use one of {', '.join(spec.SPLITS)}")
+    height, width = (int(v) for v in size)
+    if height <= 0 or width <= 0:
+        raise DataError(f"image size {size!r} is not positive", "give (height, width), e.g. (224, 224)")
+    folder = Path(clevr_dir) / "images" / split
+    files = _list_pngs(folder)
+    fingerprint = fingerprint_images(folder, split, (height, width), files)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{split}_{height}x{width}_{fingerprint[:20]}"
+    sidecar = cache_dir / f"{name}.json"
+    data_path = cache_dir / f"{name}.npy"
+
+    if sidecar.exists():
+        try:
+            cache = ImageCache.open(sidecar)
+            if cache.fingerprint == fingerprint and cache.shape == (len(files), height, width, 3):
+                return cache
+        except DataError:
+            pass
+        sidecar.unlink(missing_ok=True)  # invalid: un-mark it before touching the data
+
+    _remove_stale_tmp(cache_dir, name)
+    shape = (len(files), height, width, 3)
+    tmp_data = cache_dir / f"{name}.npy.tmp-{os.getpid()}"
+    tmp_sidecar = cache_dir / f"{name}.json.tmp-{os.getpid()}"
+    names = [n for n, _ in files]
+    try:
+        np.lib.format.open_memmap(tmp_data, mode="w+", dtype=np.uint8, shape=shape).flush()
+        jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+        chunk = max(1, min(256, math.ceil(len(names) / (jobs * 8))))
+        tasks = [
+            (str(tmp_data), s, names[s : s + chunk], str(folder), (height, width))
+            for s in range(0, len(names), chunk)
+        ]
+        jobs = min(jobs, len(tasks))
+        with tqdm(total=len(names), unit="img", desc=f"caching {split} images", disable=not progress) as bar:
+            if jobs == 1:
+                results: Any = map(_decode_rows, tasks)
+                _collect(results, bar)
+            else:
+                with _pool_context().Pool(jobs) as pool:
+                    _collect(pool.imap_unordered(_decode_rows, tasks), bar)
+        os.replace(tmp_data, data_path)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "split": split,
+            "shape": list(shape),
+            "filenames": names,
+        }
+        tmp_sidecar.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp_sidecar, sidecar)  # last step: only now does the cache look valid
+    finally:
+        for tmp in (tmp_data, tmp_sidecar):
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    return ImageCache.open(sidecar)
+
+
+def _collect(results: Any, bar: tqdm) -> None:
+    for done, error in results:
+        if error is not None:
+            raise DataError(*error)
+        bar.update(done)
+
+
+def prepare_dataset(
+    root: Path,
+    size: tuple[int, int],
+    *,
+    jobs: int | None = None,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+) -> dict[str, ImageCache]:
+    """Build (or reuse) the image cache of every split that has images, keyed by split."""
+    clevr = DatasetRoot.locate(root).clevr
+    caches: dict[str, ImageCache] = {}
+    for split in spec.SPLITS:
+        folder = clevr / "images" / split
+        if folder.is_dir() and any(folder.glob("*.png")):
+            caches[split] = build_image_cache(
+                clevr, split, size, cache_dir=cache_dir, jobs=jobs, progress=progress
+            )
+    if not caches:
+        raise DataError(
+            f"{clevr / 'images'} holds no split with .png images", "unpack the CLEVR images there"
+        )
+    return caches

@@ -1,0 +1,184 @@
+"""``clbench data check``: read a whole dataset, run every program on its scene, and summarise what is there.
+
+Running the executor over every question is the strongest check we have that a folder (real or generated)
+means what its answers say: the executor and the recorded answers must agree on 100 % of questions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from clbench.data import spec
+from clbench.data.clevr import (
+    DatasetRoot,
+    QuestionRecord,
+    read_clevr_questions,
+    read_clevr_scenes,
+    read_humans_questions,
+)
+from clbench.data.vocab import Vocabulary, tokenize
+from clbench.errors import ProgramError
+
+__all__ = ["CheckReport", "Mismatch", "check_dataset"]
+
+HUMANS_MIN_COUNT = 5  # the FiLM reference grows the vocabulary with CLEVR-Humans words seen ≥ 5 times
+MAX_MISMATCHES = 10
+NO_PROGRAM = "no program"  # the count column of questions without a program, hence without a type
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A question whose recorded answer differs from what its program gives on its scene."""
+
+    split: str
+    question_index: int
+    question: str
+    recorded: str | None
+    executed: str  # the executor's answer, or "error: ..." when the program could not run
+
+    def __str__(self) -> str:
+        where = f"{self.split} #{self.question_index}"
+        return f"{where}: {self.question!r} recorded {self.recorded!r}, got {self.executed!r}"
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_dataset` found; ``render()`` makes the short table ``clbench data check`` prints."""
+
+    root: DatasetRoot
+    counts: pd.DataFrame  # rows: dataset/split; columns: question types, no program, total
+    answer_balance: pd.Series  # per question type: share of its most common answer
+    question_vocab_size: int
+    grown_vocab_size: int | None  # after growing with CLEVR-Humans train words (None without humans)
+    executed: int = 0
+    agreed: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    mismatch_count: int = 0
+
+    @property
+    def executor_agreement(self) -> float:
+        """Share of executed questions whose answer the executor gives back (1.0 = 100 %; nan if none)."""
+        return self.agreed / self.executed if self.executed else math.nan
+
+    def render(self) -> str:
+        lines = [
+            f"dataset: {self.root.root}",
+            "",
+            "questions per split and type:",
+            self.counts.to_string(),
+            "",
+        ]
+        if len(self.answer_balance):
+            balance = (self.answer_balance * 100).map("{:.1f} %".format)
+            lines += ["share of the most common answer, per type:", balance.to_string(), ""]
+        vocab = f"question vocabulary: {self.question_vocab_size} tokens (CLEVR train)"
+        if self.grown_vocab_size is not None:
+            vocab += f", {self.grown_vocab_size} after CLEVR-Humans words seen ≥ {HUMANS_MIN_COUNT} times"
+        lines.append(vocab)
+        if self.executed:
+            lines.append(
+                f"executor agreement: {self.executor_agreement * 100:.2f} % "
+                f"({self.agreed}/{self.executed} questions with a program and a scene)"
+            )
+        else:
+            lines.append("executor agreement: n/a (no question has both a program and a scene)")
+        if self.mismatches:
+            lines.append(f"first mismatches ({self.mismatch_count} in all):")
+            lines += [f"  {m}" for m in self.mismatches]
+        return "\n".join(lines)
+
+
+def _type_counts(records: list[QuestionRecord]) -> dict[str, int]:
+    counts = Counter(r.question_type or NO_PROGRAM for r in records)
+    row = {t: counts.get(t, 0) for t in (*spec.QUESTION_TYPES, NO_PROGRAM)}
+    row["total"] = len(records)
+    return row
+
+
+def check_dataset(path: Path) -> CheckReport:
+    """Validate a dataset root (or a lone ``CLEVR_v1.0/``) through the readers and execute every program.
+
+    Malformed files raise :class:`clbench.errors.DataError` from the readers; disagreements between programs
+    and answers do not raise, they are counted in the report.
+    """
+    from clbench.data.programs import execute  # imported here: the executor is the heaviest check
+
+    root = DatasetRoot.locate(path)
+    rows: dict[str, dict[str, int]] = {}
+    answers_by_type: dict[str, Counter[str]] = {}
+    clevr_train_tokens: list[list[str]] = []
+    report_mismatches: list[Mismatch] = []
+    executed = agreed = mismatch_count = 0
+
+    for split in spec.SPLITS:
+        if not (root.clevr / "questions" / f"CLEVR_{split}_questions.json").is_file():
+            continue
+        records = read_clevr_questions(root.clevr, split)
+        rows[f"CLEVR {split}"] = _type_counts(records)
+        scenes_file = root.clevr / "scenes" / f"CLEVR_{split}_scenes.json"
+        scenes = read_clevr_scenes(root.clevr, split) if scenes_file.is_file() else None
+        if split == "train" or (split == "val" and not clevr_train_tokens):
+            clevr_train_tokens = [tokenize(r.question) for r in records]
+        for record in records:
+            if record.answer is not None and record.question_type is not None:
+                answers_by_type.setdefault(record.question_type, Counter())[record.answer] += 1
+            if record.program is None or scenes is None or record.answer is None:
+                continue
+            if not 0 <= record.image_index < len(scenes):
+                got = f"error: image_index {record.image_index} has no scene"
+            else:
+                try:
+                    got = execute(record.program, scenes[record.image_index])
+                except ProgramError as err:
+                    got = f"error: {err.problem}"
+            executed += 1
+            if got == record.answer:
+                agreed += 1
+                continue
+            mismatch_count += 1
+            if len(report_mismatches) < MAX_MISMATCHES:
+                report_mismatches.append(
+                    Mismatch(split, record.question_index, record.question, record.answer, got)
+                )
+
+    question_vocab = Vocabulary.build(clevr_train_tokens)
+    grown: int | None = None
+    if root.humans is not None:
+        humans_train_tokens: list[list[str]] = []
+        for split in spec.SPLITS:
+            if not (root.humans / f"CLEVR-Humans-{split}.json").is_file():
+                continue
+            records = read_humans_questions(root.humans, split, clevr_dir=root.clevr)
+            rows[f"Humans {split}"] = _type_counts(records)
+            if split == "train":
+                humans_train_tokens = [tokenize(r.question) for r in records]
+        grown = len(Vocabulary.build(humans_train_tokens, min_count=HUMANS_MIN_COUNT, base=question_vocab))
+
+    counts = pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int)
+    if not counts.empty and not counts[NO_PROGRAM].any():
+        counts = counts.drop(columns=NO_PROGRAM)
+    balance = pd.Series(
+        {
+            t: c.most_common(1)[0][1] / sum(c.values())
+            for t in spec.QUESTION_TYPES
+            if (c := answers_by_type.get(t))
+        },
+        dtype=float,
+        name="most common answer",
+    )
+    return CheckReport(
+        root=root,
+        counts=counts,
+        answer_balance=balance,
+        question_vocab_size=len(question_vocab),
+        grown_vocab_size=grown,
+        executed=executed,
+        agreed=agreed,
+        mismatches=report_mismatches,
+        mismatch_count=mismatch_count,
+    )

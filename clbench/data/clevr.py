@@ -1,0 +1,508 @@
+"""Readers for CLEVR v1.0 and CLEVR-Humans into small typed records, validating as they read.
+
+Real question files are 100–500 MB, so they are streamed: the standard library has no streaming JSON parser
+and ijson is not a dependency, so :func:`iter_json_array` reads the file in chunks, finds the named top-level
+array and decodes one element at a time with :meth:`json.JSONDecoder.raw_decode`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clbench.data import spec
+from clbench.errors import DataError, ProgramError
+
+__all__ = [
+    "DatasetRoot",
+    "QuestionRecord",
+    "image_path",
+    "image_split",
+    "iter_json_array",
+    "read_clevr_questions",
+    "read_clevr_scenes",
+    "read_humans_questions",
+]
+
+CHUNK_CHARS = 1 << 20  # characters read per chunk while streaming
+MAX_ELEMENT_CHARS = 64 << 20  # a single question or scene larger than this is certainly malformed
+_GENERATE_HINT = "`python -m clbench data generate --out DIR` makes a small one"
+_IMAGE_NAME = re.compile(r"^CLEVR_(train|val|test)_\d+\.png$")
+_ANSWER_SET = frozenset(spec.ANSWERS)
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionRecord:
+    """One question, compact: repeated strings are interned and programs are tuples of shared nodes.
+
+    Program nodes are plain dicts (``function``, ``inputs``, ``value_inputs``) with tuple values; identical
+    nodes are shared between questions to save memory, so treat them as read-only.
+    """
+
+    question: str
+    answer: str | None
+    image_filename: str
+    image_index: int
+    image_split: str
+    question_index: int
+    question_type: str | None
+    program: tuple[dict, ...] | None
+    question_family_index: int | None
+
+
+@dataclass(frozen=True)
+class DatasetRoot:
+    """Where a dataset lives: the folder holding ``CLEVR_v1.0/`` and, optionally, ``CLEVR-Humans/``."""
+
+    root: Path
+    clevr: Path
+    humans: Path | None
+
+    @classmethod
+    def locate(cls, path: Path | str) -> DatasetRoot:
+        """Accept a dataset root (as the downloads unpack) or a lone ``CLEVR_v1.0/`` folder."""
+        path = Path(path).expanduser()
+        what = (
+            f"a folder holding {spec.CLEVR_DIRNAME}/ (questions/, scenes/, images/) and optionally "
+            f"{spec.HUMANS_DIRNAME}/"
+        )
+        if not path.is_dir():
+            raise DataError(f"dataset folder {path} does not exist", f"point to {what}; {_GENERATE_HINT}")
+        if (path / spec.CLEVR_DIRNAME).is_dir():
+            clevr = path / spec.CLEVR_DIRNAME
+            humans = path / spec.HUMANS_DIRNAME
+            found = cls(root=path, clevr=clevr, humans=humans if humans.is_dir() else None)
+        elif (path / "questions").is_dir() or path.name == spec.CLEVR_DIRNAME:
+            found = cls(root=path, clevr=path, humans=None)
+        else:
+            raise DataError(
+                f"{path} holds no {spec.CLEVR_DIRNAME}/ folder", f"point to {what}; {_GENERATE_HINT}"
+            )
+        questions = found.clevr / "questions"
+        if not questions.is_dir() or not any(questions.glob("CLEVR_*_questions.json")):
+            raise DataError(
+                f"{found.clevr} has no questions/CLEVR_<split>_questions.json",
+                f"point to {what}; {_GENERATE_HINT}",
+            )
+        return found
+
+
+def image_split(image_filename: str, *, source: Path | None = None) -> str:
+    """The split an image belongs to, from its name (``CLEVR_train_000123.png`` → ``train``)."""
+    match = _IMAGE_NAME.match(image_filename)
+    if match is None:
+        where = f" in {source}" if source else ""
+        raise DataError(
+            f"image file name {image_filename!r}{where} is not CLEVR_<split>_<index>.png",
+            "use CLEVR v1.0 image names (CLEVR_train_000000.png)",
+        )
+    return match.group(1)
+
+
+def image_path(clevr_dir: Path, image_filename: str) -> Path:
+    """Resolve an image by its name's split prefix, as CLEVR-Humans questions need (they mix splits)."""
+    return Path(clevr_dir) / "images" / image_split(image_filename) / image_filename
+
+
+# --------------------------------------------------------------------------------------------- streaming
+
+
+def _location(text_before: str, consumed_bytes: int, consumed_lines: int) -> str:
+    line = consumed_lines + text_before.count("\n") + 1
+    byte = consumed_bytes + len(text_before.encode("utf-8", "surrogatepass"))
+    return f"line {line}, byte {byte}"
+
+
+class _Stream:
+    """A growing text window over a file, remembering how much was dropped, for error locations."""
+
+    _whitespace = re.compile(r"[ \t\n\r]*")
+
+    def __init__(self, path: Path, handle: Any) -> None:
+        self.path = path
+        self.handle = handle
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self.dropped_bytes = 0
+        self.dropped_lines = 0
+
+    def where(self, pos: int | None = None) -> str:
+        return _location(self.buf[: self.pos if pos is None else pos], self.dropped_bytes, self.dropped_lines)
+
+    def fail(self, problem: str, pos: int | None = None) -> DataError:
+        return DataError(
+            f"{self.path} is not valid JSON: {problem.removesuffix(' at')} at {self.where(pos)}",
+            "the file is truncated or corrupt; download or generate it again",
+        )
+
+    def more(self) -> bool:
+        if self.eof:
+            return False
+        try:
+            chunk = self.handle.read(CHUNK_CHARS)
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{self.path} is not UTF-8 text ({err.reason} near byte {self.dropped_bytes + err.start})",
+                "download or generate the file again",
+            ) from err
+        if not chunk:
+            self.eof = True
+            return False
+        if self.pos > CHUNK_CHARS:  # drop what was consumed so the window stays small
+            dropped = self.buf[: self.pos]
+            self.dropped_bytes += len(dropped.encode("utf-8", "surrogatepass"))
+            self.dropped_lines += dropped.count("\n")
+            self.buf = self.buf[self.pos :]
+            self.pos = 0
+        self.buf += chunk
+        return True
+
+    def skip_ws(self) -> None:
+        while True:
+            self.pos = self._whitespace.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or not self.more():
+                return
+
+    def peek(self) -> str:
+        self.skip_ws()
+        return self.buf[self.pos] if self.pos < len(self.buf) else ""
+
+    def expect(self, char: str, context: str) -> None:
+        got = self.peek()
+        if got != char:
+            found = repr(got) if got else "end of file"
+            raise self.fail(f"expected {char!r} {context}, found {found}")
+        self.pos += 1
+
+    def value(self, decoder: json.JSONDecoder) -> Any:
+        """Decode one JSON value, reading more only when the value runs past the window."""
+        self.skip_ws()
+        while True:
+            try:
+                obj, end = decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as err:
+                # An error near the window's end (a cut literal, an unterminated string) may need more text.
+                near_end = err.pos >= len(self.buf) - 16 or err.msg.startswith("Unterminated string")
+                too_big = len(self.buf) - self.pos > MAX_ELEMENT_CHARS
+                if near_end and not too_big and self.more():
+                    continue
+                raise self.fail(err.msg, err.pos) from None
+            if end >= len(self.buf) and not isinstance(obj, dict | list | str) and self.more():
+                continue  # a number or literal cut at the window's end may go on in the next chunk
+            self.pos = end
+            return obj
+
+
+def iter_json_array(path: Path, key: str) -> Iterator[Any]:
+    """Yield the elements of the top-level ``{..., key: [...]}`` array one at a time, never the whole file.
+
+    Other top-level values (CLEVR's small ``info``) are decoded and skipped. Malformed or truncated JSON
+    raises :class:`DataError` naming the file and the line and byte where it went wrong.
+    """
+    decoder = json.JSONDecoder()
+    found = False
+    try:
+        handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed in finally
+    except FileNotFoundError:
+        raise DataError(f"{path} not found", "download or generate the dataset again") from None
+    except OSError as err:
+        raise DataError(
+            f"{path} cannot be read ({err.strerror})", "check the file and its permissions"
+        ) from None
+    try:
+        stream = _Stream(Path(path), handle)
+        stream.expect("{", "at the start of the file")
+        if stream.peek() == "}":
+            stream.pos += 1
+        else:
+            while True:
+                if stream.peek() != '"':
+                    raise stream.fail("expected a quoted key")
+                name = stream.value(decoder)
+                stream.expect(":", f"after key {name!r}")
+                if name == key:
+                    found = True
+                    stream.expect("[", f"to open the {key!r} array")
+                    if stream.peek() == "]":
+                        stream.pos += 1
+                    else:
+                        while True:
+                            yield stream.value(decoder)
+                            sep = stream.peek()
+                            if sep == "]":
+                                stream.pos += 1
+                                break
+                            stream.expect(",", f"between {key!r} entries")
+                else:
+                    stream.value(decoder)
+                sep = stream.peek()
+                if sep == "}":
+                    stream.pos += 1
+                    break
+                stream.expect(",", "between top-level keys")
+        if stream.peek():
+            raise stream.fail("unexpected text after the top-level object")
+    finally:
+        handle.close()
+    if not found:
+        raise DataError(f"{path} has no top-level {key!r} array", "download or generate the file again")
+
+
+# --------------------------------------------------------------------------------------------- questions
+
+
+class _ImageIndex:
+    """One directory listing per image split, so checking 700k questions costs no per-question stat."""
+
+    def __init__(self, clevr_dir: Path) -> None:
+        self.clevr_dir = clevr_dir
+        self.listings: dict[str, frozenset[str]] = {}
+
+    def check(self, filename: str, source: Path, question_index: int) -> None:
+        split = image_split(filename, source=source)
+        names = self.listings.get(split)
+        if names is None:
+            folder = self.clevr_dir / "images" / split
+            try:
+                names = frozenset(os.listdir(folder))
+            except FileNotFoundError:
+                raise DataError(
+                    f"{source} refers to {split} images but {folder} does not exist",
+                    "unpack the CLEVR images next to the questions, or pass check_images=False",
+                ) from None
+            self.listings[split] = names
+        if filename not in names:
+            raise DataError(
+                f"{source} question {question_index} refers to missing image "
+                f"{self.clevr_dir / 'images' / split / filename}",
+                "restore the image (unpack CLEVR_v1.0 again) or remove the question",
+            )
+
+
+class _Interner:
+    """Shares identical program nodes between questions: a real program repeats the same few nodes."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[tuple, dict] = {}
+
+    def node(self, raw: Any, source: Path, question_index: int) -> dict:
+        if not isinstance(raw, Mapping):
+            raise DataError(
+                f"{source} question {question_index} has a program node that is not an object",
+                "download or generate the file again",
+            )
+        # The CLEVR generator's raw output says `type`/`side_inputs`; v1.0 says `function`/`value_inputs`.
+        function = raw.get("function", raw.get("type"))
+        inputs = raw.get("inputs", ())
+        values = raw.get("value_inputs", raw.get("side_inputs", ()))
+        if not isinstance(function, str) or not isinstance(inputs, list | tuple):
+            raise DataError(
+                f"{source} question {question_index} has a malformed program node {dict(raw)!r}",
+                "each node needs a 'function' name and an 'inputs' list",
+            )
+        key = (function, tuple(inputs), tuple(values))
+        node = self.nodes.get(key)
+        if node is None:
+            node = {
+                "function": sys.intern(function),
+                "inputs": key[1],
+                "value_inputs": tuple(sys.intern(str(v)) for v in key[2]),
+            }
+            self.nodes[key] = node
+        return node
+
+
+def _field(raw: Mapping, name: str, kind: type | tuple[type, ...], source: Path, position: int) -> Any:
+    value = raw.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataError(
+            f"{source} question {position} has no valid {name!r} (got {value!r})",
+            "download or generate the file again",
+        )
+    return value
+
+
+def _answer(raw: Mapping, source: Path, position: int) -> str | None:
+    answer = raw.get("answer")
+    if answer is None:
+        return None
+    answer = str(answer).strip().lower()
+    if answer not in _ANSWER_SET:
+        raise DataError(
+            f"{source} question {position} has answer {answer!r}, not one of CLEVR's {len(spec.ANSWERS)}",
+            f"fix or drop the question; answers must be one of {', '.join(spec.ANSWERS)}",
+        )
+    return sys.intern(answer)
+
+
+def _check_split(split: str) -> None:
+    if split not in spec.SPLITS:
+        raise DataError(f"unknown split {split!r}", f"use one of {', '.join(spec.SPLITS)}")
+
+
+def read_clevr_questions(
+    clevr_dir: Path, split: str, *, keep_programs: bool = True, check_images: bool = True
+) -> list[QuestionRecord]:
+    """Read ``questions/CLEVR_{split}_questions.json`` into records, streaming and validating each question.
+
+    The question type comes from the program (its last function); ``keep_programs=False`` drops the program
+    after typing it, which saves most of the memory on the real 700k-question train split.
+    """
+    from clbench.data.programs import question_type  # the executor's module owns what a type is
+
+    _check_split(split)
+    clevr_dir = Path(clevr_dir)
+    source = clevr_dir / "questions" / f"CLEVR_{split}_questions.json"
+    if not source.is_file():
+        raise DataError(f"{source} not found", f"unpack CLEVR_v1.0 there; {_GENERATE_HINT}")
+    images = _ImageIndex(clevr_dir) if check_images else None
+    interner = _Interner()
+    records: list[QuestionRecord] = []
+    for position, raw in enumerate(iter_json_array(source, "questions")):
+        if not isinstance(raw, Mapping):
+            raise DataError(f"{source} question {position} is not an object", "download the file again")
+        filename = sys.intern(_field(raw, "image_filename", str, source, position))
+        if images is not None:
+            images.check(filename, source, position)
+        program = raw.get("program")
+        nodes: tuple[dict, ...] | None = None
+        qtype: str | None = None
+        if program is not None:
+            if not isinstance(program, list) or not program:
+                raise DataError(
+                    f"{source} question {position} has an empty or malformed program",
+                    "download or generate the file again",
+                )
+            nodes = tuple(interner.node(node, source, position) for node in program)
+            try:
+                qtype = question_type(nodes)
+            except ProgramError as err:
+                raise DataError(
+                    f"{source} question {position}: {err.problem}", "download or generate the file again"
+                ) from None
+        family = raw.get("question_family_index")
+        records.append(
+            QuestionRecord(
+                question=_field(raw, "question", str, source, position),
+                answer=_answer(raw, source, position),
+                image_filename=filename,
+                image_index=_field(raw, "image_index", int, source, position),
+                image_split=sys.intern(image_split(filename, source=source)),
+                question_index=_field(
+                    {"question_index": position, **raw}, "question_index", int, source, position
+                ),
+                question_type=qtype,
+                program=nodes if keep_programs else None,
+                question_family_index=int(family) if isinstance(family, int) else None,
+            )
+        )
+    if not records:
+        raise DataError(f"{source} holds no questions", "download or generate the split again")
+    return records
+
+
+def read_humans_questions(
+    humans_dir: Path, split: str, *, clevr_dir: Path | None = None
+) -> list[QuestionRecord]:
+    """Read ``CLEVR-Humans-{split}.json``: no programs, images named by CLEVR file name (any split).
+
+    Image existence is checked against ``clevr_dir`` when given, since the images live in CLEVR's folder.
+    """
+    _check_split(split)
+    humans_dir = Path(humans_dir)
+    source = humans_dir / f"CLEVR-Humans-{split}.json"
+    if not source.is_file():
+        raise DataError(f"{source} not found", f"unpack CLEVR-Humans there; {_GENERATE_HINT}")
+    images = _ImageIndex(Path(clevr_dir)) if clevr_dir is not None else None
+    records: list[QuestionRecord] = []
+    for position, raw in enumerate(iter_json_array(source, "questions")):
+        if not isinstance(raw, Mapping):
+            raise DataError(f"{source} question {position} is not an object", "download the file again")
+        filename = sys.intern(_field(raw, "image_filename", str, source, position))
+        if images is not None:
+            images.check(filename, source, position)
+        index = raw.get("image_index")
+        if not isinstance(index, int):  # some releases omit it; the file name carries the same number
+            index = int(filename.rsplit("_", 1)[1].split(".")[0])
+        family = raw.get("question_family_index")
+        records.append(
+            QuestionRecord(
+                question=_field(raw, "question", str, source, position),
+                answer=_answer(raw, source, position),
+                image_filename=filename,
+                image_index=index,
+                image_split=sys.intern(image_split(filename, source=source)),
+                question_index=_field(
+                    {"question_index": position, **raw}, "question_index", int, source, position
+                ),
+                question_type=None,
+                program=None,
+                question_family_index=int(family) if isinstance(family, int) else None,
+            )
+        )
+    if not records:
+        raise DataError(f"{source} holds no questions", "download or generate the split again")
+    return records
+
+
+# --------------------------------------------------------------------------------------------- scenes
+
+
+def _check_scene(scene: Any, source: Path, position: int) -> None:
+    def bad(what: str) -> DataError:
+        return DataError(f"{source} scene {position} {what}", "download or generate the scenes file again")
+
+    if not isinstance(scene, Mapping):
+        raise bad("is not an object")
+    objects = scene.get("objects")
+    if not isinstance(objects, Sequence) or isinstance(objects, str):
+        raise bad("has no 'objects' list")
+    for i, obj in enumerate(objects):
+        if not isinstance(obj, Mapping) or any(not isinstance(obj.get(a), str) for a in spec.ATTRIBUTES):
+            raise bad(f"object {i} lacks one of {', '.join(spec.ATTRIBUTES)}")
+    relations = scene.get("relationships")
+    if not isinstance(relations, Mapping):
+        raise bad("has no 'relationships' object")
+    for name in spec.RELATIONS:
+        lists = relations.get(name)
+        if not isinstance(lists, Sequence) or len(lists) != len(objects):
+            raise bad(f"has relationships[{name!r}] that is not one list per object")
+
+
+def read_clevr_scenes(clevr_dir: Path, split: str) -> list[dict]:
+    """Read ``scenes/CLEVR_{split}_scenes.json`` into a list where ``scenes[i]`` is image ``i``'s scene.
+
+    Only the shape the executor relies on is checked: objects with the four attributes, and every relation
+    as one list per object. CLEVR ships no test scenes.
+    """
+    _check_split(split)
+    source = Path(clevr_dir) / "scenes" / f"CLEVR_{split}_scenes.json"
+    if not source.is_file():
+        fix = "CLEVR has no test scenes; use train or val" if split == "test" else "unpack CLEVR_v1.0 again"
+        raise DataError(f"{source} not found", fix)
+    by_index: dict[int, dict] = {}
+    for position, scene in enumerate(iter_json_array(source, "scenes")):
+        _check_scene(scene, source, position)
+        index = scene.get("image_index", position)
+        if not isinstance(index, int) or index in by_index:
+            raise DataError(
+                f"{source} scene {position} has a missing or repeated image_index {index!r}",
+                "download or generate the scenes file again",
+            )
+        by_index[index] = scene
+    if not by_index:
+        raise DataError(f"{source} holds no scenes", "download or generate the split again")
+    if sorted(by_index) != list(range(len(by_index))):
+        missing = sorted(set(range(max(by_index) + 1)) - set(by_index))[:5]
+        raise DataError(
+            f"{source} scenes do not cover image indices 0..{max(by_index)} (missing {missing})",
+            "download or generate the scenes file again",
+        )
+    return [by_index[i] for i in range(len(by_index))]

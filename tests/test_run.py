@@ -1,0 +1,136 @@
+"""End-to-end runs on the tiny generated dataset: strategies, freezing, vocabulary growth, MLflow, CLI errors."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from avalanche.training.plugins import SupervisedPlugin
+from mlflow import MlflowClient
+
+from clbench.cli import main
+from clbench.config import PRESETS, RunConfig
+from clbench.runner import accuracy_key, run
+from clbench.strategy import instantiate, resolve
+
+
+@pytest.fixture()
+def tiny_config(tiny_root: Path) -> RunConfig:
+    config = PRESETS["tiny"]
+    return replace(config, data=replace(config.data, root=str(tiny_root)))
+
+
+class Snapshots(SupervisedPlugin):
+    """Copies of the model's parameters at the start and end of each training experience."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start: dict[int, dict[str, torch.Tensor]] = {}
+        self.end: dict[int, dict[str, torch.Tensor]] = {}
+
+    @staticmethod
+    def _copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self.start[strategy.experience.current_experience] = self._copy(strategy.model)
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        self.end[strategy.experience.current_experience] = self._copy(strategy.model)
+
+
+def _run_with_snapshots(name: str, config: RunConfig, store: str):
+    strategy = instantiate(resolve(name), {})
+    spy = Snapshots()
+    plugins = strategy.plugins
+    strategy.plugins = lambda model: [*plugins(model), spy]  # type: ignore[method-assign]
+    result = run(config, strategy, tracking_uri=store, progress=False, out=io.StringIO())
+    return result, spy
+
+
+@pytest.mark.parametrize("name", ["naive", "ewc", "replay", "frozen-generator", "generator-only"])
+def test_every_built_in_strategy_runs_both_experiences(name: str, tiny_config: RunConfig, tracking_store: str):
+    result = run(tiny_config, instantiate(resolve(name), {}), tracking_uri=tracking_store, progress=False,
+                 out=io.StringIO())
+    assert result.accuracy.shape == (2, 2)
+    assert ((result.accuracy >= 0) & (result.accuracy <= 1)).all().all()
+    assert set(result.forgetting) == {"CLEVR"}
+
+
+def test_frozen_generator_leaves_generator_bit_identical_in_experience_1(tiny_config, tracking_store):
+    _, spy = _run_with_snapshots("frozen-generator", tiny_config, tracking_store)
+    before, after = spy.start[1], spy.end[1]
+    generator = [k for k in before if k.startswith("generator.")]
+    others = [k for k in before if not k.startswith("generator.")]
+    assert generator and all(torch.equal(before[k], after[k]) for k in generator)
+    assert any(not torch.equal(before[k], after[k]) for k in others)
+
+
+def test_generator_only_leaves_the_filmed_network_bit_identical(tiny_config, tracking_store):
+    _, spy = _run_with_snapshots("generator-only", tiny_config, tracking_store)
+    before, after = spy.start[1], spy.end[1]
+    network = [k for k in before if not k.startswith("generator.")]
+    assert network and all(torch.equal(before[k], after[k]) for k in network)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("generator."))
+
+
+def test_embedding_grows_for_new_words_and_keeps_old_rows(tiny_config, tracking_store):
+    _, spy = _run_with_snapshots("naive", tiny_config, tracking_store)
+    key = "generator.embed.embedding.weight"
+    end_of_clevr, start_of_humans = spy.end[0][key], spy.start[1][key]
+    assert start_of_humans.shape[0] > end_of_clevr.shape[0]
+    assert torch.equal(start_of_humans[: end_of_clevr.shape[0]], end_of_clevr)
+
+
+def test_seeded_cpu_runs_are_repeatable(tiny_config, tracking_store):
+    first = run(tiny_config, instantiate(resolve("ewc"), {}), tracking_uri=tracking_store, progress=False,
+                out=io.StringIO())
+    second = run(tiny_config, instantiate(resolve("ewc"), {}), tracking_uri=tracking_store, progress=False,
+                 out=io.StringIO())
+    assert first.accuracy.equals(second.accuracy)
+
+
+def test_mlflow_holds_params_stepped_metrics_and_artifacts(tiny_config, tracking_store):
+    result = run(tiny_config, instantiate(resolve("ewc"), {"ewc_lambda": "5"}), tracking_uri=tracking_store,
+                 progress=False, out=io.StringIO())
+    client = MlflowClient(tracking_store)
+    data = client.get_run(result.run_id).data
+    assert data.params["strategy"] == "ewc" and data.params["strategy.ewc_lambda"] == "5.0"
+    assert data.params["model.module_dim"] == str(tiny_config.model.module_dim)
+    assert len(data.params["data.fingerprint"]) == 16 and "version.torch" in data.params
+    history = client.get_metric_history(result.run_id, accuracy_key(0))
+    assert len(history) == 2 and history[0].step < history[1].step
+    assert history[-1].value == pytest.approx(result.accuracy.iloc[1, 0])
+    assert data.metrics["bwt"] == pytest.approx(result.bwt)
+    assert any(k.startswith("Acc_QType/") for k in data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"accuracy_matrix.csv", "config.yaml", "model.pt"} <= artifacts
+    assert client.get_run(result.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--strategy", "ewk"], "unknown strategy 'ewk'; did you mean 'ewc'"),
+        (["run", "--strategy", "ewc", "--set", "ewc_lambda=lots"], "not a valid float"),
+        (["run", "--set", "no_equals_sign"], "is not key=value"),
+        (["run", "--set", "train.nope=1"], "unknown key 'nope'"),
+        (["run", "--fraction", "0"], "outside (0, 1]"),
+        (["run", "--fraction", "1.5"], "outside (0, 1]"),
+        (["run", "--fraction", "-1"], "outside (0, 1]"),
+        (["run", "--fraction", "abc"], "not a number"),
+        (["run", "--preset", "huge"], "unknown preset 'huge'"),
+        (["run", "--epochs", "x"], "not integers"),
+        (["run", "--data", "/no/such/folder", "--preset", "tiny"], "does not exist"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err
+    assert "Traceback" not in err
