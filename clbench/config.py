@@ -45,7 +45,7 @@ class TrainConfig:
     lr_finetune: float | None = None  # learning rate of experience 1 (None: same as lr)
     num_workers: int = 0
     amp: str = "auto"  # auto: bf16 on CUDA where supported, else fp16; off on CPU. Or off|bf16|fp16.
-    compile: bool = False  # torch.compile the model (CUDA)
+    reuse_experience0: bool = True  # start from the cached CLEVR model when one matches (see checkpoints.py)
 
 
 @dataclass(frozen=True)

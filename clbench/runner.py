@@ -22,7 +22,7 @@ from avalanche.evaluation.metrics import (
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
-from clbench import tracking
+from clbench import checkpoints, tracking
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
 from clbench.film import FiLM, count_parameters
@@ -149,6 +149,10 @@ def run(
             QuestionTypeAccuracy(scenario.type_names),
             loggers=[logger],
         )
+        key = checkpoints.experience0_key(config, scenario.fingerprint)
+        cached = checkpoints.load(key) if config.train.reuse_experience0 else None
+        saver = checkpoints.SaveExperience0(key)
+        tracking.log_params(run_id, {"experience0.key": key, "experience0.cached": cached is not None})
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
         template = FiLMTemplate(
             model=model,
@@ -158,7 +162,11 @@ def run(
             train_epochs=config.train.epochs[0],
             eval_mb_size=config.train.eval_batch_size,
             device=device,
-            plugins=[*strategy.plugins(model), *([ProgressBar(scenario.experience_names)] if progress else [])],
+            plugins=[
+                saver,  # first: it must see experience 0's end before any strategy hook changes state
+                *strategy.plugins(model),
+                *([ProgressBar(scenario.experience_names)] if progress else []),
+            ],
             evaluator=evaluator,
             eval_every=-1,
             amp=amp_dtype(config.train.amp, device),
@@ -171,7 +179,10 @@ def run(
             if i > 0 and config.train.lr_finetune is not None:
                 for group in template.optimizer.param_groups:
                     group["lr"] = config.train.lr_finetune
-            template.train(experience, **loader_args)
+            if i == 0 and cached is not None:
+                _replay_experience0(template, experience, cached, loader_args)
+            else:
+                template.train(experience, **loader_args)
             metrics = template.eval(scenario.test_stream, **loader_args)
             rows.append([metrics[accuracy_key(j)] for j in range(len(scenario.test_stream))])
             for j, test_name in enumerate(scenario.experience_names):
@@ -198,6 +209,16 @@ def run(
         _log_result(run_id, result, config, strategy, model, logger)
     print(result.summary(), file=out)
     return result
+
+
+def _replay_experience0(template, experience, cached: checkpoints.Experience0, loader_args: dict) -> None:
+    """Start from the cached CLEVR model: zero epochs, so only the end-of-experience hooks run."""
+    print("experience 0 (CLEVR): reusing the cached model", file=sys.stderr)
+    template.model.load_state_dict(cached.model)
+    template.train_epochs = 0
+    checkpoints.set_rng_state(cached.rng)
+    template.train(experience, **loader_args)
+    template.optimizer.load_state_dict(cached.optimizer)
 
 
 def _log_result(

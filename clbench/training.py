@@ -74,6 +74,7 @@ class ProgressBar(SupervisedPlugin):
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty()
         self._bar: tqdm | None = None
+        self._desc = ""
         self._loss = 0.0
         self._seen = 0
         self._start = 0.0
@@ -83,6 +84,7 @@ class ProgressBar(SupervisedPlugin):
         return self.names[i] if i < len(self.names) else f"exp{i}"
 
     def _open(self, desc: str, total: int) -> None:
+        self._desc = desc
         self._bar = tqdm(
             total=total, desc=desc, leave=False, file=self.stream, disable=not self.interactive, dynamic_ncols=True
         )
@@ -108,8 +110,7 @@ class ProgressBar(SupervisedPlugin):
 
     def after_training_epoch(self, strategy, **kwargs) -> None:
         rate = self._seen / max(time.perf_counter() - self._start, 1e-9)
-        desc = self._bar.desc if self._bar is not None else "train"
-        self._close(f"{desc}: loss {self._loss / max(self._seen, 1):.4f}, {rate:.0f} samples/s")
+        self._close(f"{self._desc}: loss {self._loss / max(self._seen, 1):.4f}, {rate:.0f} samples/s")
 
     def before_eval_exp(self, strategy, **kwargs) -> None:
         self._open(f"eval {self._name(strategy)}", len(strategy.dataloader))

@@ -153,22 +153,26 @@ _QUESTION_TYPES.update({f"equal_{a}": "compare_attribute" for a in ATTRIBUTES})
 # ------------------------------------------------------------------------------------------- the nodes
 
 
+def _is_list(value: Any) -> bool:
+    return type(value) in (list, tuple) or (isinstance(value, Sequence) and not isinstance(value, str))
+
+
 def _node_parts(node: Any, position: int) -> tuple[str, Sequence, Sequence]:
     """(function, inputs, value inputs) of a node, in any of the spellings CLEVR's releases use.
 
     v1.0 says ``function``/``value_inputs``; the generator's raw output says ``type``/``side_inputs``; the
     reference code's token form puts the value in brackets (``filter_color[red]``).
     """
-    if not isinstance(node, Mapping):
+    if type(node) is not dict and not isinstance(node, Mapping):  # exact-type checks first: ABCs are slow
         raise ProgramError(f"node {position} is not an object: {node!r}", _FIX)
     name = node.get("function", node.get("type"))
     if not isinstance(name, str):
         raise ProgramError(f"node {position} has no function name", _FIX)
     inputs = node.get("inputs", ())
     values = node.get("value_inputs", node.get("side_inputs", ()))
-    if not isinstance(inputs, Sequence) or isinstance(inputs, str):
+    if not _is_list(inputs):
         raise ProgramError(f"node {position} ({name}) has inputs {inputs!r}, not a list", _FIX)
-    if not isinstance(values, Sequence) or isinstance(values, str):
+    if not _is_list(values):
         raise ProgramError(f"node {position} ({name}) has value inputs {values!r}, not a list", _FIX)
     if name.endswith("]") and "[" in name and not values:
         name, _, value = name[:-1].partition("[")

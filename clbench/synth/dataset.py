@@ -150,7 +150,7 @@ def _question_json(question, scene: Mapping, index: int, split: str) -> dict:
 
 def _render_all(tasks: Sequence[tuple], workers: int) -> Iterator[str]:
     """Render lazily inline, or in worker processes (spawned: safe even after torch started threads)."""
-    if workers <= 1 or len(tasks) < _POOL_MIN_IMAGES:
+    if workers < 1 or len(tasks) < _POOL_MIN_IMAGES:
         yield from map(render_to_file, tasks)
         return
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -158,10 +158,12 @@ def _render_all(tasks: Sequence[tuple], workers: int) -> Iterator[str]:
 
 
 def _default_workers() -> int:
+    """One rendering process per core but one: this process writes the questions meanwhile."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def _bar(items: Iterable, total: int, what: str, progress: bool) -> Iterable:
@@ -240,8 +242,10 @@ def generate(
 ) -> Path:
     """Write a dataset root (``CLEVR_v1.0/`` + ``CLEVR-Humans/``) at ``out`` and return it.
 
-    The same preset and seed give byte-identical files. Everything is written into a temporary sibling folder
-    that is renamed into place at the end; ``out`` may be missing, empty or an earlier generated dataset.
+    ``workers`` rendering processes (default: one per core but one; 0 renders here). The same preset and
+    seed give byte-identical files, whatever the number of workers. Everything is written into a temporary
+    sibling folder renamed into place at the end; ``out`` may be missing, empty or an earlier generated
+    dataset.
     """
     preset = resolve_preset(preset)
     out = Path(out).expanduser().absolute()
@@ -249,7 +253,7 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        counts = _write(staged, preset, seed, progress, workers or _default_workers())
+        counts = _write(staged, preset, seed, progress, _default_workers() if workers is None else workers)
         manifest = {"generator": GENERATOR, "version": SYNTH_VERSION, "seed": seed, "preset": asdict(preset)}
         _write_json(staged / MANIFEST_NAME, {**manifest, "counts": counts})  # last: it marks completeness
         _install(staged, out)

@@ -29,7 +29,7 @@ COLOR_RGB: dict[str, tuple[int, int, int]] = {  # CLEVR's own colours
 _BACKGROUND_FAR = np.array([0.74, 0.74, 0.73], dtype=np.float32)
 _BACKGROUND_NEAR = np.array([0.86, 0.86, 0.85], dtype=np.float32)
 _LIGHT_WORLD = np.array([-0.45, -0.55, 0.9])  # from the front left, above
-_BEVEL = 0.5  # how far a face normal bends towards the face's edges (gives flat faces a highlight)
+_BEVEL = 0.6  # how far a face normal bends towards the face's edges (gives flat faces a highlight)
 
 
 class _Frame:
@@ -60,10 +60,10 @@ def _shade(color: str, material: str, normal: tuple, frame: _Frame) -> np.ndarra
         return base * (0.3 + 0.8 * diffuse)[..., None]
     facing = np.clip(n_right * frame.half[0] + n_up * frame.half[1] + n_toward * frame.half[2], 0.0, 1.0)
     skyward = np.clip(n_up * frame.cos_e + n_toward * frame.sin_e, 0.0, 1.0) ** 2  # reflects a bright sky
-    highlight = 0.95 * facing**16
+    highlight = 0.95 * facing**32
     rim = 0.45 * (1.0 - np.clip(n_toward, 0.0, 1.0)) ** 3
     tint = base * (0.1 + 0.35 * diffuse + 0.45 * skyward)[..., None]
-    return tint + (highlight + rim + 0.12 * skyward)[..., None]
+    return tint + (highlight + rim + 0.05 * skyward)[..., None]
 
 
 def _normalize(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,18 +83,25 @@ def _sphere(columns, rows, center, radius, frame):
     return [(inside, (dx, -dy, n_toward))]
 
 
-def _cylinder(columns, rows, bottom, radius_px, height_px, frame):
-    """Body from the bottom ellipse's front edge up to the top ellipse's centre line, then the top face."""
+def _cylinder(columns, rows, bottom, radius_px, height_px, tilt, frame):
+    """Body from the bottom ellipse's front edge up to the top ellipse's centre line, then the top face.
+
+    ``tilt`` leans the body's normals upwards, so a metal body shows the vertical highlight it would catch
+    from a lamp; a true side normal never reflects a light above the camera's line of sight.
+    """
     axis_b = radius_px * frame.sin_e
     top_row = bottom[1] - height_px
     dx = (columns - bottom[0]) / radius_px
     across = np.sqrt(np.clip(1.0 - dx * dx, 0.0, 1.0))
     body = (np.abs(dx) <= 1.0) & (rows >= top_row) & (rows <= bottom[1] + axis_b * across)
-    body_normal = _world_to_camera(frame, dx, -across, np.zeros_like(dx))
+    body_normal = _world_to_camera(frame, *_normalize(dx, -across, np.full_like(dx, tilt)))
     dy_top = (rows - top_row) / axis_b
-    top = dx * dx + dy_top * dy_top <= 1.0
+    top_radius = dx * dx + dy_top * dy_top
+    top = top_radius <= 1.0
     top_normal = _world_to_camera(frame, *_normalize(_BEVEL * dx, -_BEVEL * dy_top, np.ones_like(dx)))
-    return [(body, body_normal), (top, top_normal)]
+    rim = top & (top_radius >= 0.6)  # a rounded edge around the top face: the ellipse reads at any size
+    rim_normal = _world_to_camera(frame, *_normalize(3 * dx, -3 * dy_top, np.ones_like(dx)))
+    return [(body, body_normal), (top, top_normal), (rim, rim_normal)]
 
 
 def _cube(columns, rows, center3d, half, rotation_deg, bevel, camera, frame):
@@ -171,7 +178,8 @@ def _paint(canvas: np.ndarray, obj: Mapping, camera: Camera, frame: _Frame, k: i
         layers = _sphere(columns, rows, (column, row), radius_px, frame)
     elif obj["shape"] == "cylinder":
         bottom = camera.project(x, y, 0.0)
-        layers = _cylinder(columns, rows, bottom, radius_px, 2 * z * camera.scale * frame.cos_e, frame)
+        tilt = 1.2 if obj["material"] == "metal" else 0.0
+        layers = _cylinder(columns, rows, bottom, radius_px, 2 * z * camera.scale * frame.cos_e, tilt, frame)
     else:
         bevel = _BEVEL if obj["material"] == "metal" else 0.08
         layers = _cube(columns, rows, (x, y, z), z, obj["rotation"], bevel, camera, frame)
