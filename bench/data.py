@@ -122,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         size = tuple(args.size)
 
         start = time.perf_counter()
-        cache = build_image_cache(
-            clevr, split, size, cache_dir=scratch_dir / "cache", jobs=args.jobs, progress=False
-        )
+        cache = build_image_cache(clevr, split, size, cache_dir=scratch_dir / "cache", jobs=args.jobs, progress=False)
         seconds = time.perf_counter() - start
         jobs = args.jobs or os.cpu_count()
         print(
@@ -139,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         rate = _time_loader(cache, batched=False, workers=args.workers, max_batches=args.batches)
         print(f"cached loader: {rate:.0f} samples/s (batch 64, {args.workers} workers, row by row, {shape})")
         rate = _time_loader(cache, batched=True, workers=args.workers, max_batches=args.batches)
-        print(
-            f"cached loader, batched reads: {rate:.0f} samples/s (batch 64, {args.workers} workers, {shape})"
-        )
+        print(f"cached loader, batched reads: {rate:.0f} samples/s (batch 64, {args.workers} workers, {shape})")
     return 0
 
 

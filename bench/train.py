@@ -101,12 +101,26 @@ def main() -> None:
             ours, bare = [], []
             for _ in range(args.rounds):
                 ours.append(clbench_loop(template, experience))
-                bare.append(bare_loop(bare_model, bare_optimizer, scenario.train_datasets[0], config.train.batch_size, device))
+                bare.append(
+                    bare_loop(
+                        bare_model,
+                        bare_optimizer,
+                        scenario.train_datasets[0],
+                        config.train.batch_size,
+                        device,
+                    )
+                )
     best_ours, best_bare = max(ours), max(bare)
     out = io.StringIO()
     print(f"device: {device}, preset: {args.preset}, {len(experience.dataset)} questions/epoch", file=out)
-    print(f"bare PyTorch loop : {best_bare:8.0f} samples/s (rounds: {', '.join(f'{v:.0f}' for v in bare)})", file=out)
-    print(f"clbench (Avalanche): {best_ours:8.0f} samples/s (rounds: {', '.join(f'{v:.0f}' for v in ours)})", file=out)
+    print(
+        f"bare PyTorch loop : {best_bare:8.0f} samples/s (rounds: {', '.join(f'{v:.0f}' for v in bare)})",
+        file=out,
+    )
+    print(
+        f"clbench (Avalanche): {best_ours:8.0f} samples/s (rounds: {', '.join(f'{v:.0f}' for v in ours)})",
+        file=out,
+    )
     print(f"ratio clbench / bare: {best_ours / best_bare:.3f}", file=out)
     print(out.getvalue(), end="")
 

@@ -66,13 +66,14 @@ def _small_model() -> ModelConfig:
         image_height=48,
         image_width=72,
         stem_layers=2,
-        stem_dim=32,
+        stem_dim=16,
         word_embedding_dim=64,
         gru_hidden_dim=128,
         num_modules=4,
         module_dim=32,
-        classifier_proj_dim=128,
-        classifier_fc_dim=256,
+        classifier_proj_dim=64,
+        classifier_fc_dim=128,
+        channels_last=True,  # ~25 % faster convolutions on CPU (oneDNN), and the fast layout on GPUs
     )
 
 
@@ -98,7 +99,7 @@ PRESETS: dict[str, RunConfig] = {
         preset="small",
         data=DataConfig(synth_preset="small", min_word_count=5),
         model=_small_model(),
-        train=TrainConfig(epochs=(4, 3), batch_size=64, eval_batch_size=256, lr=2e-3, lr_finetune=1e-3),
+        train=TrainConfig(epochs=(4, 8), batch_size=64, eval_batch_size=256, lr=2e-3, lr_finetune=1e-2),
     ),
     "paper": RunConfig(
         preset="paper",
@@ -197,7 +198,8 @@ def validate(config: RunConfig) -> RunConfig:
     fraction = config.data.fraction
     if not 0 < fraction <= 1:
         raise ConfigError(
-            f"fraction {fraction} is outside (0, 1]", "give the share of CLEVR-Humans train, e.g. --fraction 0.33"
+            f"fraction {fraction} is outside (0, 1]",
+            "give the share of CLEVR-Humans train, e.g. --fraction 0.33",
         )
     if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
         raise ConfigError(f"unknown device {config.device!r}", "use --device auto, cpu or cuda")

@@ -7,6 +7,7 @@ image ──► stem (raw pixels or frozen ResNet-101 conv4) ──► FiLMedRes
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from avalanche.models import DynamicModule
@@ -216,8 +217,7 @@ class FiLM(nn.Module):
         self.generator = FiLMGenerator(vocab_size, config)
         self.stem = pixel_stem(config) if config.stem == "pixels" else ResNetStem(config)
         self.blocks = nn.ModuleList(
-            FiLMedResBlock(config.module_dim, config.use_coords, config.dropout)
-            for _ in range(config.num_modules)
+            FiLMedResBlock(config.module_dim, config.use_coords, config.dropout) for _ in range(config.num_modules)
         )
         self.classifier = Classifier(config.module_dim, num_answers, config)
         self.register_buffer("pixel_mean", torch.tensor(_MEAN).view(1, 3, 1, 1) * 255, persistent=False)

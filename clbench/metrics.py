@@ -53,6 +53,7 @@ class QuestionTypeAccuracy(PluginMetric[dict[str, float]]):
 
     def after_eval_exp(self, strategy) -> list[MetricValue]:
         stream = strategy.experience.origin_stream.name
+        stream = stream if stream.endswith("_stream") else f"{stream}_stream"  # as Avalanche names it
         experience = strategy.experience.current_experience
         step = strategy.clock.train_iterations
         return [

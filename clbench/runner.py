@@ -72,7 +72,11 @@ class RunResult:
         forget = ", ".join(f"{k} {100 * v:+.1f} pts" for k, v in self.forgetting.items())
         lines.append(f"Forgetting: {forget}    BWT: {100 * self.bwt:+.1f} pts")
         if not self.per_type.empty:
-            lines += ["", "Per question type (%):", self.per_type.map(lambda v: f"{100 * v:5.1f}").to_string()]
+            lines += [
+                "",
+                "Per question type (%):",
+                self.per_type.map(lambda v: f"{100 * v:5.1f}").to_string(),
+            ]
         lines.append(f"\nWall time: {self.wall_time_s:.1f} s    MLflow run: {self.run_id}")
         return "\n".join(lines)
 
@@ -171,7 +175,10 @@ def run(
             eval_every=-1,
             amp=amp_dtype(config.train.amp, device),
         )
-        loader_args = {"num_workers": config.train.num_workers, "persistent_workers": config.train.num_workers > 0}
+        loader_args = {
+            "num_workers": config.train.num_workers,
+            "persistent_workers": config.train.num_workers > 0,
+        }
         rows: list[list[float]] = []
         type_rows: dict[tuple[str, str], dict[str, float]] = {}
         for i, experience in enumerate(scenario.train_stream):

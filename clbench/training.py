@@ -86,7 +86,12 @@ class ProgressBar(SupervisedPlugin):
     def _open(self, desc: str, total: int) -> None:
         self._desc = desc
         self._bar = tqdm(
-            total=total, desc=desc, leave=False, file=self.stream, disable=not self.interactive, dynamic_ncols=True
+            total=total,
+            desc=desc,
+            leave=False,
+            file=self.stream,
+            disable=not self.interactive,
+            dynamic_ncols=True,
         )
         self._loss, self._seen, self._start = 0.0, 0, time.perf_counter()
 

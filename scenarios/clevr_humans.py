@@ -45,7 +45,12 @@ class QuestionAnswerDataset(Dataset):
     """Questions over a memory-mapped image cache; items are `(FiLMInput, answer_index)`."""
 
     def __init__(
-        self, images: ImageCache, rows: np.ndarray, questions: np.ndarray, lengths: np.ndarray, answers: np.ndarray
+        self,
+        images: ImageCache,
+        rows: np.ndarray,
+        questions: np.ndarray,
+        lengths: np.ndarray,
+        answers: np.ndarray,
     ) -> None:
         self.images, self.rows, self.questions, self.lengths, self.answers = (
             images,

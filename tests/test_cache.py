@@ -43,9 +43,7 @@ def test_built_cache_matches_decoding_the_pngs(clevr: Path, tmp_path: Path, jobs
     assert list(cache.index) == ["CLEVR_train_000000.png", "CLEVR_train_000001.png"]
 
 
-def test_valid_cache_is_reused_without_decoding(
-    clevr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_valid_cache_is_reused_without_decoding(clevr: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real_decode = cache_module._decode_image
 
@@ -92,9 +90,7 @@ def test_data_without_sidecar_is_not_trusted(clevr: Path, tmp_path: Path) -> Non
     cache.sidecar.unlink()  # as if the build died after renaming the data, before the sidecar
     np.save(cache.data_path, np.zeros((1, *SIZE, 3), np.uint8))
     rebuilt = build_image_cache(clevr, "val", SIZE, cache_dir=cache_dir, jobs=1, progress=False)
-    np.testing.assert_array_equal(
-        rebuilt.array[0], _decode_directly(clevr / "images" / "val" / "CLEVR_val_000000.png")
-    )
+    np.testing.assert_array_equal(rebuilt.array[0], _decode_directly(clevr / "images" / "val" / "CLEVR_val_000000.png"))
 
 
 def test_fingerprint_changes_when_an_image_changes(clevr: Path, tmp_path: Path) -> None:

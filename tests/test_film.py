@@ -48,7 +48,9 @@ def test_generator_reads_the_state_at_each_questions_last_token():
     torch.manual_seed(0)
     model = FiLM(20, 28, TINY).eval()
     short = _batch(TINY, 20, batch=2, length=5)
-    padded = FiLMInput(short.images, torch.cat([short.questions, torch.zeros(2, 3, dtype=torch.long)], 1), short.lengths)
+    padded = FiLMInput(
+        short.images, torch.cat([short.questions, torch.zeros(2, 3, dtype=torch.long)], 1), short.lengths
+    )
     g1, b1 = model.generator(short.questions, short.lengths)
     g2, b2 = model.generator(padded.questions, padded.lengths)
     assert torch.allclose(g1, g2) and torch.allclose(b1, b2)

@@ -19,8 +19,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "real_clevr" / "CLEVR_v1.0"
 def _scene(*objects: tuple[str, str, str, str, float, float]) -> dict:
     """A scene in CLEVR's JSON shape; relations from x (left/right) and y (front/behind), margin 0.2."""
     objs = [
-        {"size": z, "color": c, "material": m, "shape": s, "3d_coords": [x, y, 0.5]}
-        for z, c, m, s, x, y in objects
+        {"size": z, "color": c, "material": m, "shape": s, "3d_coords": [x, y, 0.5]} for z, c, m, s, x, y in objects
     ]
     axes = {"right": (0, 1), "left": (0, -1), "behind": (1, 1), "front": (1, -1)}
     relationships = {
@@ -133,8 +132,7 @@ def test_older_node_spellings_and_tuple_inputs_run_the_same() -> None:
         {"function": "count", "inputs": [1]},
     ]
     interned = [
-        {"function": n["type"], "inputs": tuple(n["inputs"]), "value_inputs": tuple(n["side_inputs"])}
-        for n in old
+        {"function": n["type"], "inputs": tuple(n["inputs"]), "value_inputs": tuple(n["side_inputs"])} for n in old
     ]
     assert execute(old, FOUR) == execute(bracket, FOUR) == execute(interned, FOUR) == "2"
     assert function_of(old[1]) == "filter_shape"
@@ -235,10 +233,7 @@ def test_any_program_either_answers_or_raises_program_error(nodes: list[dict], s
 )
 def test_question_type_comes_from_the_last_function(last: str, expected: str) -> None:
     assert expected in QUESTION_TYPES
-    assert (
-        question_type([{"function": "scene", "inputs": [], "value_inputs": []}, {"function": last}])
-        == expected
-    )
+    assert question_type([{"function": "scene", "inputs": [], "value_inputs": []}, {"function": last}]) == expected
     assert question_type([{"type": last}]) == expected
 
 
@@ -254,9 +249,7 @@ def test_real_clevr_fixture_answers_are_reproduced() -> None:
     for split in ("train", "val"):
         scenes_file = FIXTURE / "scenes" / f"CLEVR_{split}_scenes.json"
         scenes = {s["image_index"]: s for s in json.loads(scenes_file.read_text())["scenes"]}
-        questions = json.loads((FIXTURE / "questions" / f"CLEVR_{split}_questions.json").read_text())[
-            "questions"
-        ]
+        questions = json.loads((FIXTURE / "questions" / f"CLEVR_{split}_questions.json").read_text())["questions"]
         for question in questions:
             assert execute(question["program"], scenes[question["image_index"]]) == question["answer"]
             checked += 1

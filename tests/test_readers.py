@@ -161,9 +161,7 @@ def test_truncated_json_names_file_and_offset(copy: Path) -> None:
     path = _questions_file(copy)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(
-        DataError, match=r"CLEVR_train_questions\.json is not valid JSON: .* at line 1, byte \d+"
-    ):
+    with pytest.raises(DataError, match=r"CLEVR_train_questions\.json is not valid JSON: .* at line 1, byte \d+"):
         read_clevr_questions(copy / spec.CLEVR_DIRNAME, "train")
 
 
@@ -184,10 +182,8 @@ def test_missing_image_from_humans_is_caught_when_clevr_is_given(copy: Path) -> 
 
 @pytest.mark.parametrize("reader", ["clevr", "humans"])
 def test_answer_outside_the_28_names_file(copy: Path, reader: str) -> None:
-    if reader == "clevr":
-        path = _questions_file(copy, "val")
-    else:
-        path = copy / spec.HUMANS_DIRNAME / "CLEVR-Humans-val.json"
+    humans = copy / spec.HUMANS_DIRNAME / "CLEVR-Humans-val.json"
+    path = _questions_file(copy, "val") if reader == "clevr" else humans
     data = json.loads(path.read_text())
     data["questions"][1]["answer"] = "maybe"
     path.write_text(json.dumps(data))

@@ -68,9 +68,7 @@ def _sample_scenes(count: int, seed: int = 7) -> list[dict]:
 # ------------------------------------------------------------------------------------------ layout, seeds
 
 
-def test_same_seed_gives_byte_identical_files_and_another_seed_differs(
-    tiny_root: Path, tmp_path: Path
-) -> None:
+def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tiny_root: Path, tmp_path: Path) -> None:
     again = _files(generate(tmp_path / "again", "tiny", seed=0, progress=False))
     assert again == _files(tiny_root)
     other = _files(generate(tmp_path / "other", "tiny", seed=1, progress=False))
@@ -105,9 +103,7 @@ def test_layout_and_fields_follow_the_clevr_release(tiny_root: Path) -> None:
             assert scene["image_filename"] == f"CLEVR_{split}_{index:06d}.png"
             assert set(scene["directions"]) == {"left", "right", "front", "behind", "above", "below"}
             for obj in scene["objects"]:
-                assert {"color", "shape", "material", "size", "3d_coords", "pixel_coords", "rotation"} <= set(
-                    obj
-                )
+                assert {"color", "shape", "material", "size", "3d_coords", "pixel_coords", "rotation"} <= set(obj)
                 x, y, z = obj["3d_coords"]
                 assert -3 <= x <= 3 and -3 <= y <= 3 and z > 0
     assert read_manifest(tiny_root)["seed"] == 0
@@ -134,12 +130,8 @@ def test_relationships_agree_with_3d_coordinates_and_the_picture(tiny_root: Path
                     if i == j:
                         continue
                     # margins keep every pair clearly left/right and front/behind of each other
-                    assert (j in scene["relationships"]["left"][i]) != (
-                        j in scene["relationships"]["right"][i]
-                    )
-                    assert (j in scene["relationships"]["front"][i]) != (
-                        j in scene["relationships"]["behind"][i]
-                    )
+                    assert (j in scene["relationships"]["left"][i]) != (j in scene["relationships"]["right"][i])
+                    assert (j in scene["relationships"]["front"][i]) != (j in scene["relationships"]["behind"][i])
                     # "right" is right in the image, "front" is nearer the camera
                     if j in scene["relationships"]["right"][i]:
                         assert other["pixel_coords"][0] > me["pixel_coords"][0]
@@ -162,9 +154,7 @@ def test_rendered_image_has_the_preset_size_and_shows_every_object(tiny_root: Pa
             assert np.abs(pixels[near] - background[near]).sum(axis=2).max() > 60, (index, obj)
 
 
-def _one(
-    shape: str = "sphere", size: str = "large", material: str = "rubber", color: str = "red"
-) -> np.ndarray:
+def _one(shape: str = "sphere", size: str = "large", material: str = "rubber", color: str = "red") -> np.ndarray:
     camera = Camera.fit(96, 64, TINY.camera_elevation_deg)
     objects = [{"shape": shape, "size": size, "material": material, "color": color, "rotation": 30.0}]
     objects[0]["3d_coords"] = [
@@ -194,9 +184,7 @@ def test_sizes_shapes_and_materials_are_visibly_different() -> None:
                 _one(shape, material="rubber", color=color),
             )
             edge = _mask(rubber)  # keep away from the silhouette, where pixels mix with the ground
-            inside = (
-                edge & np.roll(edge, 1, 0) & np.roll(edge, -1, 0) & np.roll(edge, 1, 1) & np.roll(edge, -1, 1)
-            )
+            inside = edge & np.roll(edge, 1, 0) & np.roll(edge, -1, 0) & np.roll(edge, 1, 1) & np.roll(edge, -1, 1)
             whitest = metal.min(axis=2)[inside].max(), rubber.min(axis=2)[inside].max()
             assert whitest[0] > whitest[1] + 120, (shape, color, whitest)  # a near-white highlight
 
@@ -264,9 +252,7 @@ def _words(texts: list[str]) -> set[str]:
 
 
 def test_humans_split_uses_new_words_answers_within_clevr_and_no_programs(tiny_root: Path) -> None:
-    clevr_words = _words(
-        [q["question"] for split in ("train", "val", "test") for q in _questions(tiny_root, split)]
-    )
+    clevr_words = _words([q["question"] for split in ("train", "val", "test") for q in _questions(tiny_root, split)])
     humans = {split: _humans(tiny_root, split) for split in ("train", "val", "test")}
     assert [len(humans[s]) for s in ("train", "val", "test")] == [
         TINY.humans_train,

@@ -260,11 +260,10 @@ def build_image_cache(
         jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
         chunk = max(1, min(256, math.ceil(len(names) / (jobs * 8))))
         tasks = [
-            (str(tmp_data), s, names[s : s + chunk], str(folder), (height, width))
-            for s in range(0, len(names), chunk)
+            (str(tmp_data), s, names[s : s + chunk], str(folder), (height, width)) for s in range(0, len(names), chunk)
         ]
         jobs = min(jobs, len(tasks))
-        with tqdm(total=len(names), unit="img", desc=f"caching {split} images", disable=not progress) as bar:
+        with tqdm(total=len(names), unit="img", desc=f"caching {split} images", disable=not progress or None) as bar:
             if jobs == 1:
                 results: Any = map(_decode_rows, tasks)
                 _collect(results, bar)
@@ -309,11 +308,7 @@ def prepare_dataset(
     for split in spec.SPLITS:
         folder = clevr / "images" / split
         if folder.is_dir() and any(folder.glob("*.png")):
-            caches[split] = build_image_cache(
-                clevr, split, size, cache_dir=cache_dir, jobs=jobs, progress=progress
-            )
+            caches[split] = build_image_cache(clevr, split, size, cache_dir=cache_dir, jobs=jobs, progress=progress)
     if not caches:
-        raise DataError(
-            f"{clevr / 'images'} holds no split with .png images", "unpack the CLEVR images there"
-        )
+        raise DataError(f"{clevr / 'images'} holds no split with .png images", "unpack the CLEVR images there")
     return caches

@@ -142,9 +142,7 @@ def check_dataset(path: Path) -> CheckReport:
                 continue
             mismatch_count += 1
             if len(report_mismatches) < MAX_MISMATCHES:
-                report_mismatches.append(
-                    Mismatch(split, record.question_index, record.question, record.answer, got)
-                )
+                report_mismatches.append(Mismatch(split, record.question_index, record.question, record.answer, got))
 
     question_vocab = Vocabulary.build(clevr_train_tokens)
     grown: int | None = None
@@ -163,11 +161,7 @@ def check_dataset(path: Path) -> CheckReport:
     if not counts.empty and not counts[NO_PROGRAM].any():
         counts = counts.drop(columns=NO_PROGRAM)
     balance = pd.Series(
-        {
-            t: c.most_common(1)[0][1] / sum(c.values())
-            for t in spec.QUESTION_TYPES
-            if (c := answers_by_type.get(t))
-        },
+        {t: c.most_common(1)[0][1] / sum(c.values()) for t in spec.QUESTION_TYPES if (c := answers_by_type.get(t))},
         dtype=float,
         name="most common answer",
     )

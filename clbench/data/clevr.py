@@ -81,9 +81,7 @@ class DatasetRoot:
         elif (path / "questions").is_dir() or path.name == spec.CLEVR_DIRNAME:
             found = cls(root=path, clevr=path, humans=None)
         else:
-            raise DataError(
-                f"{path} holds no {spec.CLEVR_DIRNAME}/ folder", f"point to {what}; {_GENERATE_HINT}"
-            )
+            raise DataError(f"{path} holds no {spec.CLEVR_DIRNAME}/ folder", f"point to {what}; {_GENERATE_HINT}")
         questions = found.clevr / "questions"
         if not questions.is_dir() or not any(questions.glob("CLEVR_*_questions.json")):
             raise DataError(
@@ -213,9 +211,7 @@ def iter_json_array(path: Path, key: str) -> Iterator[Any]:
     except FileNotFoundError:
         raise DataError(f"{path} not found", "download or generate the dataset again") from None
     except OSError as err:
-        raise DataError(
-            f"{path} cannot be read ({err.strerror})", "check the file and its permissions"
-        ) from None
+        raise DataError(f"{path} cannot be read ({err.strerror})", "check the file and its permissions") from None
     try:
         stream = _Stream(Path(path), handle)
         stream.expect("{", "at the start of the file")
@@ -395,9 +391,7 @@ def read_clevr_questions(
                 image_filename=filename,
                 image_index=_field(raw, "image_index", int, source, position),
                 image_split=sys.intern(image_split(filename, source=source)),
-                question_index=_field(
-                    {"question_index": position, **raw}, "question_index", int, source, position
-                ),
+                question_index=_field({"question_index": position, **raw}, "question_index", int, source, position),
                 question_type=qtype,
                 program=nodes if keep_programs else None,
                 question_family_index=int(family) if isinstance(family, int) else None,
@@ -408,9 +402,7 @@ def read_clevr_questions(
     return records
 
 
-def read_humans_questions(
-    humans_dir: Path, split: str, *, clevr_dir: Path | None = None
-) -> list[QuestionRecord]:
+def read_humans_questions(humans_dir: Path, split: str, *, clevr_dir: Path | None = None) -> list[QuestionRecord]:
     """Read ``CLEVR-Humans-{split}.json``: no programs, images named by CLEVR file name (any split).
 
     Image existence is checked against ``clevr_dir`` when given, since the images live in CLEVR's folder.
@@ -439,9 +431,7 @@ def read_humans_questions(
                 image_filename=filename,
                 image_index=index,
                 image_split=sys.intern(image_split(filename, source=source)),
-                question_index=_field(
-                    {"question_index": position, **raw}, "question_index", int, source, position
-                ),
+                question_index=_field({"question_index": position, **raw}, "question_index", int, source, position),
                 question_type=None,
                 program=None,
                 question_family_index=int(family) if isinstance(family, int) else None,

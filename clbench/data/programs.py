@@ -48,9 +48,7 @@ class _Scene:
         try:
             self.objects: Sequence[Mapping] = scene["objects"]
         except (KeyError, TypeError):
-            raise ProgramError(
-                "the scene has no 'objects' list", "pass a scene from CLEVR_*_scenes.json"
-            ) from None
+            raise ProgramError("the scene has no 'objects' list", "pass a scene from CLEVR_*_scenes.json") from None
         self.relationships: Mapping | None = scene.get("relationships")
 
 
@@ -101,9 +99,7 @@ def _equal(attribute: str) -> Callable:
     def run(scene: _Scene, args: list, value: Any) -> bool:
         left, right = args
         if left not in domain or right not in domain:
-            raise ProgramError(
-                f"equal_{attribute} compares {left!r} and {right!r}, not {attribute} values", _FIX
-            )
+            raise ProgramError(f"equal_{attribute} compares {left!r} and {right!r}, not {attribute} values", _FIX)
         return left == right
 
     return run
@@ -111,9 +107,7 @@ def _equal(attribute: str) -> Callable:
 
 def _relate(scene: _Scene, args: list, relation: str) -> frozenset:
     if scene.relationships is None:
-        raise ProgramError(
-            "relate needs the scene's 'relationships'", "pass a scene from CLEVR_*_scenes.json"
-        )
+        raise ProgramError("relate needs the scene's 'relationships'", "pass a scene from CLEVR_*_scenes.json")
     return frozenset(scene.relationships[relation][args[0].index])
 
 
@@ -200,15 +194,11 @@ def execute(program: Sequence[Mapping], scene: Mapping) -> str:
         if function is None:
             raise ProgramError(f"node {position} calls unknown function {name!r}", _FIX)
         if len(inputs) != len(function.inputs):
-            raise ProgramError(
-                f"node {position} ({name}) takes {len(function.inputs)} inputs, got {len(inputs)}", _FIX
-            )
+            raise ProgramError(f"node {position} ({name}) takes {len(function.inputs)} inputs, got {len(inputs)}", _FIX)
         args = []
         for k, expected in zip(inputs, function.inputs, strict=True):
             if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < position:
-                raise ProgramError(
-                    f"node {position} ({name}) reads node {k!r}, which is not an earlier node", _FIX
-                )
+                raise ProgramError(f"node {position} ({name}) reads node {k!r}, which is not an earlier node", _FIX)
             if _kind(results[k]) != expected:
                 raise ProgramError(
                     f"node {position} ({name}) needs an {expected}, node {k} gives an {_kind(results[k])}",
@@ -222,9 +212,7 @@ def execute(program: Sequence[Mapping], scene: Mapping) -> str:
         else:
             if len(values) != 1 or values[0] not in function.value_domain:
                 allowed = ", ".join(function.value_domain)
-                raise ProgramError(
-                    f"node {position} ({name}) needs one of {allowed}, got {list(values)}", _FIX
-                )
+                raise ProgramError(f"node {position} ({name}) needs one of {allowed}, got {list(values)}", _FIX)
             value = values[0]
         try:
             results.append(function.run(world, args, value))

@@ -16,12 +16,13 @@ RELATIONS: tuple[str, ...] = ("left", "right", "front", "behind")
 
 # The 28 answers, in a fixed order: the classifier's output layer is this list, whatever a split contains.
 ANSWERS: tuple[str, ...] = (
-    ("yes", "no")
-    + tuple(str(n) for n in range(11))
-    + COLORS
-    + SHAPES
-    + MATERIALS
-    + SIZES
+    "yes",
+    "no",
+    *(str(n) for n in range(11)),
+    *COLORS,
+    *SHAPES,
+    *MATERIALS,
+    *SIZES,
 )
 
 # The five question types of the FiLM paper's tables, named by the last function of a program.

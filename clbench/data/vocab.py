@@ -63,9 +63,7 @@ class Vocabulary:
             raise DataError(f"{source} must map token strings to integer indices", "rebuild the vocabulary")
         tokens = sorted(token_to_idx, key=token_to_idx.__getitem__)
         if [token_to_idx[t] for t in tokens] != list(range(len(tokens))):
-            raise DataError(
-                f"{source} indices are not 0..{len(tokens) - 1} without gaps", "rebuild the vocabulary"
-            )
+            raise DataError(f"{source} indices are not 0..{len(tokens) - 1} without gaps", "rebuild the vocabulary")
         if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
             raise DataError(f"{source} does not start with {', '.join(SPECIALS)}", "rebuild the vocabulary")
         self.token_to_idx: dict[str, int] = {t: i for i, t in enumerate(tokens)}

@@ -41,9 +41,7 @@ def resolve_preset(preset: str | SynthPreset) -> SynthPreset:
     try:
         return PRESETS[preset]
     except KeyError:
-        raise ConfigError(
-            f"unknown synthetic preset {preset!r}", f"use one of {', '.join(PRESETS)}"
-        ) from None
+        raise ConfigError(f"unknown synthetic preset {preset!r}", f"use one of {', '.join(PRESETS)}") from None
 
 
 def _rng(seed: int, *purpose: str) -> random.Random:
@@ -167,7 +165,7 @@ def _default_workers() -> int:
 
 
 def _bar(items: Iterable, total: int, what: str, progress: bool) -> Iterable:
-    return tqdm(items, total=total, desc=what, unit="img", disable=not progress, file=sys.stderr, leave=False)
+    return tqdm(items, total=total, desc=what, unit="img", disable=not progress or None, file=sys.stderr, leave=False)
 
 
 def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: int) -> dict:
@@ -178,9 +176,7 @@ def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: 
     tasks = []
     for split in SPLITS:
         rng = _rng(seed, "scenes", split)
-        scenes[split] = [
-            make_scene(sample_objects(rng, preset), camera, split, i) for i in range(sizes[split])
-        ]
+        scenes[split] = [make_scene(sample_objects(rng, preset), camera, split, i) for i in range(sizes[split])]
         (clevr / "images" / split).mkdir(parents=True)
         for scene in scenes[split]:
             path = clevr / "images" / split / scene["image_filename"]

@@ -316,16 +316,12 @@ def _all(s: _Scene, detail: str | None) -> tuple[str, str] | None:
     group_attribute, property_attribute = s.rng.sample(("color", "shape", "material", "size"), 2)
     group = {group_attribute: s.rng.choice(s.objects)[group_attribute]}
     members = s.matching(group)
-    value = s.rng.choice(
-        [s.objects[s.rng.choice(members)][property_attribute], *ATTRIBUTES[property_attribute]]
-    )
+    value = s.rng.choice([s.objects[s.rng.choice(members)][property_attribute], *ATTRIBUTES[property_attribute]])
     said = s.word(property_attribute, value)
     if property_attribute == "shape":
         said = PLURAL.get(said, said + "s")
     many = s.phrase(group, plural=True)
-    text = s.rng.choice(
-        (f"are all the {many} {said}", f"are all {many} {said}", f"are the {many} all {said}")
-    )
+    text = s.rng.choice((f"are all the {many} {said}", f"are all {many} {said}", f"are the {many} all {said}"))
     return text, _yes(all(s.objects[i][property_attribute] == value for i in members))
 
 

@@ -119,9 +119,7 @@ class _Context:
             if not relations:
                 continue
             relation = self.rng.choice(relations)
-            spec = self.distinguishing(
-                target, self.relationships[relation][anchor], exclude, allow_empty=True
-            )
+            spec = self.distinguishing(target, self.relationships[relation][anchor], exclude, allow_empty=True)
             if spec is None:
                 continue
             mark = len(program.nodes)
@@ -167,9 +165,7 @@ def _same_phrase(attribute: str, rng: random.Random) -> str:
 def _exist(ctx: _Context, program: _Program, detail: str | None) -> str:
     spec = ctx.spec()
     program.add("exist", [program.filters(program.add("scene"), spec)])
-    return ctx.rng.choice(
-        (f"Are there any {noun(spec, ctx.rng, True)}?", f"Is there {article(noun(spec, ctx.rng))}?")
-    )
+    return ctx.rng.choice((f"Are there any {noun(spec, ctx.rng, True)}?", f"Is there {article(noun(spec, ctx.rng))}?"))
 
 
 def _exist_relate(ctx: _Context, program: _Program, detail: str | None) -> str | None:
@@ -233,9 +229,7 @@ def _count_union(ctx: _Context, program: _Program, detail: str | None) -> str | 
     b = program.filters(program.add("scene"), second)
     program.add("count", [program.add("union", [a, b])])
     one, other = noun(first, ctx.rng, True), noun(second, ctx.rng, True)
-    return ctx.rng.choice(
-        (f"How many things are either {one} or {other}?", f"How many {one} or {other} are there?")
-    )
+    return ctx.rng.choice((f"How many things are either {one} or {other}?", f"How many {one} or {other} are there?"))
 
 
 def _count_intersect(ctx: _Context, program: _Program, detail: str | None) -> str | None:
@@ -245,9 +239,7 @@ def _count_intersect(ctx: _Context, program: _Program, detail: str | None) -> st
     if one is None or other is None:
         return None
     r1, r2 = ctx.rng.choice(RELATIONS), ctx.rng.choice(RELATIONS)
-    both = program.add(
-        "intersect", [program.add("relate", [one[0]], r1), program.add("relate", [other[0]], r2)]
-    )
+    both = program.add("intersect", [program.add("relate", [one[0]], r1), program.add("relate", [other[0]], r2)])
     spec = ctx.spec(least=0)
     program.add("count", [program.filters(both, spec)])
     return (
@@ -353,9 +345,7 @@ _COMPARE_TEXT = {
 def _compare_attribute(ctx: _Context, program: _Program, attribute: str | None, related: bool) -> str | None:
     attribute = attribute or "color"
     first = ctx.target()
-    sharing = [
-        j for j, o in enumerate(ctx.objects) if j != first and o[attribute] == ctx.objects[first][attribute]
-    ]
+    sharing = [j for j, o in enumerate(ctx.objects) if j != first and o[attribute] == ctx.objects[first][attribute]]
     others = [j for j in range(len(ctx.objects)) if j != first]
     second = ctx.rng.choice(sharing if sharing and ctx.rng.random() < 0.5 else others)
     hops = (1 + ctx.anchor_hops(), 0) if related else (0, 0)
@@ -458,9 +448,7 @@ class QuestionEngine:
         for _ in range(self.preset.questions_per_image):
             question_type = self._next_type()
             detail = _detail(question_type, self.rng)
-            chosen = self.balancer.pick(
-                (question_type, detail), self.candidates(ctx, question_type, detail, seen)
-            )
+            chosen = self.balancer.pick((question_type, detail), self.candidates(ctx, question_type, detail, seen))
             if chosen is not None:
                 seen.add(chosen[1].text)
                 questions.append(chosen[1])

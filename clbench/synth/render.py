@@ -146,9 +146,7 @@ def render(scene: Mapping, camera: Camera, supersample: int = 2) -> Image.Image:
     frame = _Frame(camera.elevation_deg)
     height, width = camera.height * k, camera.width * k
     shade = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-    canvas = np.broadcast_to(
-        _BACKGROUND_FAR + shade * (_BACKGROUND_NEAR - _BACKGROUND_FAR), (height, width, 3)
-    )
+    canvas = np.broadcast_to(_BACKGROUND_FAR + shade * (_BACKGROUND_NEAR - _BACKGROUND_FAR), (height, width, 3))
     canvas = canvas.copy()
     objects = sorted(scene["objects"], key=lambda obj: -camera.project(*obj["3d_coords"])[2])
     for obj in objects:

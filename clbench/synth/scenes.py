@@ -80,10 +80,7 @@ def compute_relationships(objects: Sequence[Mapping], epsilon: float = RELATION_
                 j
                 for j, other in enumerate(objects)
                 if j != i
-                and sum(
-                    (b - a) * d
-                    for a, b, d in zip(me["3d_coords"], other["3d_coords"], direction, strict=True)
-                )
+                and sum((b - a) * d for a, b, d in zip(me["3d_coords"], other["3d_coords"], direction, strict=True))
                 > epsilon
             ]
             for i, me in enumerate(objects)
@@ -153,9 +150,7 @@ def sample_objects(rng: random.Random, preset: SynthPreset) -> list[dict]:
                     "material": material,
                 }
             )
-        if len(placed) == count and not _too_hidden(
-            placed, preset.max_occlusion, preset.camera_elevation_deg
-        ):
+        if len(placed) == count and not _too_hidden(placed, preset.max_occlusion, preset.camera_elevation_deg):
             return placed
 
 
