@@ -68,10 +68,20 @@ class GrowingEmbedding(DynamicModule):
         if num_embeddings <= old.num_embeddings:
             return
         new = nn.Embedding(num_embeddings, old.embedding_dim, padding_idx=0).to(old.weight.device)
+        # New rows are drawn from a generator of their own, not the global RNG, so growing (which may happen
+        # at evaluation time) neither depends on nor changes what the run has drawn so far.
+        rows = torch.randn(
+            num_embeddings - old.num_embeddings, old.embedding_dim, generator=self._rows_rng(num_embeddings)
+        )
         with torch.no_grad():
             new.weight[: old.num_embeddings] = old.weight
+            new.weight[old.num_embeddings :] = rows.to(new.weight)
         new.weight.requires_grad_(old.weight.requires_grad)
         self.embedding = new
+
+    @staticmethod
+    def _rows_rng(num_embeddings: int) -> torch.Generator:
+        return torch.Generator().manual_seed(num_embeddings)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.embedding(tokens)
