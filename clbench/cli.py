@@ -181,9 +181,25 @@ def cmd_data(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "strategies": cmd_strategies, "ui": cmd_ui, "data": cmd_data}
 
 
+def _quiet_libraries(debug: bool) -> None:
+    """Keep the terminal for our progress and results: library chatter only with --debug."""
+    if debug:
+        return
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", module="qpsolvers")  # Avalanche imports it; we use no QP solver
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message="Avalanche is transitioning")
+    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    _quiet_libraries(debug)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
