@@ -156,3 +156,21 @@ def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path, monkey
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err
     assert "Traceback" not in err
+
+
+def test_config_file_sets_fields_and_bad_yaml_exits_2(capsys, tmp_path, monkeypatch):
+    from clbench import config as cfg
+
+    good = tmp_path / "run.yaml"
+    good.write_text("train:\n  lr: 0.005\nmodel:\n  module_dim: 12\n")
+    loaded = cfg.override(cfg.preset("tiny"), cfg.load_yaml(good))
+    assert loaded.train.lr == 0.005 and loaded.model.module_dim == 12
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("train: {lr: [1,\n")
+    for args, message in [
+        (["run", "--config", "bad.yaml"], "is not valid YAML at line 2"),
+        (["run", "--config", "missing.yaml"], "does not exist"),
+    ]:
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err
