@@ -343,6 +343,46 @@ def _check_split(split: str) -> None:
         raise DataError(f"unknown split {split!r}", f"use one of {', '.join(spec.SPLITS)}")
 
 
+def _question_objects(source: Path, images: _ImageIndex | None) -> Iterator[tuple[int, Mapping, str]]:
+    """Each question of a file, checked to be an object naming an image that exists (when `images` is given)."""
+    for position, raw in enumerate(iter_json_array(source, "questions")):
+        if not isinstance(raw, Mapping):
+            raise DataError(f"{source} question {position} is not an object", "download the file again")
+        filename = sys.intern(_field(raw, "image_filename", str, source, position))
+        if images is not None:
+            images.check(filename, source, position)
+        yield position, raw, filename
+
+
+def _record(
+    raw: Mapping,
+    source: Path,
+    position: int,
+    filename: str,
+    image_index: int,
+    question_type: str | None,
+    program: tuple[dict, ...] | None,
+) -> QuestionRecord:
+    family = raw.get("question_family_index")
+    return QuestionRecord(
+        question=_field(raw, "question", str, source, position),
+        answer=_answer(raw, source, position),
+        image_filename=filename,
+        image_index=image_index,
+        image_split=sys.intern(image_split(filename, source=source)),
+        question_index=_field({"question_index": position, **raw}, "question_index", int, source, position),
+        question_type=question_type,
+        program=program,
+        question_family_index=int(family) if isinstance(family, int) else None,
+    )
+
+
+def _nonempty(records: list[QuestionRecord], source: Path) -> list[QuestionRecord]:
+    if not records:
+        raise DataError(f"{source} holds no questions", "download or generate the split again")
+    return records
+
+
 def read_clevr_questions(
     clevr_dir: Path, split: str, *, keep_programs: bool = True, check_images: bool = True
 ) -> list[QuestionRecord]:
@@ -361,12 +401,7 @@ def read_clevr_questions(
     images = _ImageIndex(clevr_dir) if check_images else None
     interner = _Interner()
     records: list[QuestionRecord] = []
-    for position, raw in enumerate(iter_json_array(source, "questions")):
-        if not isinstance(raw, Mapping):
-            raise DataError(f"{source} question {position} is not an object", "download the file again")
-        filename = sys.intern(_field(raw, "image_filename", str, source, position))
-        if images is not None:
-            images.check(filename, source, position)
+    for position, raw, filename in _question_objects(source, images):
         program = raw.get("program")
         nodes: tuple[dict, ...] | None = None
         qtype: str | None = None
@@ -383,23 +418,9 @@ def read_clevr_questions(
                 raise DataError(
                     f"{source} question {position}: {err.problem}", "download or generate the file again"
                 ) from None
-        family = raw.get("question_family_index")
-        records.append(
-            QuestionRecord(
-                question=_field(raw, "question", str, source, position),
-                answer=_answer(raw, source, position),
-                image_filename=filename,
-                image_index=_field(raw, "image_index", int, source, position),
-                image_split=sys.intern(image_split(filename, source=source)),
-                question_index=_field({"question_index": position, **raw}, "question_index", int, source, position),
-                question_type=qtype,
-                program=nodes if keep_programs else None,
-                question_family_index=int(family) if isinstance(family, int) else None,
-            )
-        )
-    if not records:
-        raise DataError(f"{source} holds no questions", "download or generate the split again")
-    return records
+        index = _field(raw, "image_index", int, source, position)
+        records.append(_record(raw, source, position, filename, index, qtype, nodes if keep_programs else None))
+    return _nonempty(records, source)
 
 
 def read_humans_questions(humans_dir: Path, split: str, *, clevr_dir: Path | None = None) -> list[QuestionRecord]:
@@ -414,32 +435,12 @@ def read_humans_questions(humans_dir: Path, split: str, *, clevr_dir: Path | Non
         raise DataError(f"{source} not found", f"unpack CLEVR-Humans there; {_GENERATE_HINT}")
     images = _ImageIndex(Path(clevr_dir)) if clevr_dir is not None else None
     records: list[QuestionRecord] = []
-    for position, raw in enumerate(iter_json_array(source, "questions")):
-        if not isinstance(raw, Mapping):
-            raise DataError(f"{source} question {position} is not an object", "download the file again")
-        filename = sys.intern(_field(raw, "image_filename", str, source, position))
-        if images is not None:
-            images.check(filename, source, position)
+    for position, raw, filename in _question_objects(source, images):
         index = raw.get("image_index")
         if not isinstance(index, int):  # some releases omit it; the file name carries the same number
             index = int(filename.rsplit("_", 1)[1].split(".")[0])
-        family = raw.get("question_family_index")
-        records.append(
-            QuestionRecord(
-                question=_field(raw, "question", str, source, position),
-                answer=_answer(raw, source, position),
-                image_filename=filename,
-                image_index=index,
-                image_split=sys.intern(image_split(filename, source=source)),
-                question_index=_field({"question_index": position, **raw}, "question_index", int, source, position),
-                question_type=None,
-                program=None,
-                question_family_index=int(family) if isinstance(family, int) else None,
-            )
-        )
-    if not records:
-        raise DataError(f"{source} holds no questions", "download or generate the split again")
-    return records
+        records.append(_record(raw, source, position, filename, index, None, None))
+    return _nonempty(records, source)
 
 
 # --------------------------------------------------------------------------------------------- scenes

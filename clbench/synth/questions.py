@@ -168,15 +168,24 @@ def _exist(ctx: _Context, program: _Program, detail: str | None) -> str:
     return ctx.rng.choice((f"Are there any {noun(spec, ctx.rng, True)}?", f"Is there {article(noun(spec, ctx.rng))}?"))
 
 
-def _exist_relate(ctx: _Context, program: _Program, detail: str | None) -> str | None:
+def _related_filtered(ctx: _Context, program: _Program) -> tuple[int, dict, str] | None:
+    """Objects related to a described anchor, filtered: (program node, filter spec, "left of the ...")."""
     anchor = ctx.target()
     described = ctx.refer(program, anchor, ctx.anchor_hops())
     if described is None:
         return None
     relation = ctx.rng.choice(RELATIONS)
     spec = ctx.spec(ctx.relationships[relation][anchor], least=0)
-    program.add("exist", [program.filters(program.add("relate", [described[0]], relation), spec)])
-    where = f"{RELATION_TEXT[relation]} the {described[1]}"
+    node = program.filters(program.add("relate", [described[0]], relation), spec)
+    return node, spec, f"{RELATION_TEXT[relation]} the {described[1]}"
+
+
+def _exist_relate(ctx: _Context, program: _Program, detail: str | None) -> str | None:
+    related = _related_filtered(ctx, program)
+    if related is None:
+        return None
+    node, spec, where = related
+    program.add("exist", [node])
     return ctx.rng.choice(
         (
             f"Are there any {noun(spec, ctx.rng, True)} {where}?",
@@ -209,15 +218,12 @@ def _count(ctx: _Context, program: _Program, detail: str | None) -> str:
 
 
 def _count_relate(ctx: _Context, program: _Program, detail: str | None) -> str | None:
-    anchor = ctx.target()
-    described = ctx.refer(program, anchor, ctx.anchor_hops())
-    if described is None:
+    related = _related_filtered(ctx, program)
+    if related is None:
         return None
-    relation = ctx.rng.choice(RELATIONS)
-    spec = ctx.spec(ctx.relationships[relation][anchor], least=0)
-    program.add("count", [program.filters(program.add("relate", [described[0]], relation), spec)])
+    node, spec, where = related
+    program.add("count", [node])
     things = noun(spec, ctx.rng, True)
-    where = f"{RELATION_TEXT[relation]} the {described[1]}"
     return ctx.rng.choice((f"How many {things} are {where}?", f"What number of {things} are {where}?"))
 
 
