@@ -194,18 +194,28 @@ def _exist_relate(ctx: _Context, program: _Program, detail: str | None) -> str |
     )
 
 
-def _exist_same(ctx: _Context, program: _Program, detail: str | None) -> str | None:
+def _same_filtered(ctx: _Context, program: _Program) -> tuple[int, dict, str, str] | None:
+    """Other objects sharing an attribute with a described one, filtered: (node, spec, attribute, description)."""
     attribute = ctx.rng.choice(ORDER)
     described = ctx.refer(program, ctx.target())
     if described is None:
         return None
     spec = ctx.spec(least=0, exclude=(attribute,))
-    program.add("exist", [program.filters(program.add(f"same_{attribute}", [described[0]]), spec)])
+    node = program.filters(program.add(f"same_{attribute}", [described[0]]), spec)
+    return node, spec, attribute, described[1]
+
+
+def _exist_same(ctx: _Context, program: _Program, detail: str | None) -> str | None:
+    same_as = _same_filtered(ctx, program)
+    if same_as is None:
+        return None
+    node, spec, attribute, described = same_as
+    program.add("exist", [node])
     same = _same_phrase(attribute, ctx.rng)
     return ctx.rng.choice(
         (
-            f"Are there any other {noun(spec, ctx.rng, True)} that are {same} the {described[1]}?",
-            f"Is there another {noun(spec, ctx.rng)} that is {same} the {described[1]}?",
+            f"Are there any other {noun(spec, ctx.rng, True)} that are {same} the {described}?",
+            f"Is there another {noun(spec, ctx.rng)} that is {same} the {described}?",
         )
     )
 
@@ -255,17 +265,16 @@ def _count_intersect(ctx: _Context, program: _Program, detail: str | None) -> st
 
 
 def _count_same(ctx: _Context, program: _Program, detail: str | None) -> str | None:
-    attribute = ctx.rng.choice(ORDER)
-    described = ctx.refer(program, ctx.target())
-    if described is None:
+    same_as = _same_filtered(ctx, program)
+    if same_as is None:
         return None
-    spec = ctx.spec(least=0, exclude=(attribute,))
-    program.add("count", [program.filters(program.add(f"same_{attribute}", [described[0]]), spec)])
+    node, spec, attribute, described = same_as
+    program.add("count", [node])
     things, same = noun(spec, ctx.rng, True), _same_phrase(attribute, ctx.rng)
     return ctx.rng.choice(
         (
-            f"How many other {things} are {same} the {described[1]}?",
-            f"What number of other {things} are {same} the {described[1]}?",
+            f"How many other {things} are {same} the {described}?",
+            f"What number of other {things} are {same} the {described}?",
         )
     )
 
