@@ -12,6 +12,9 @@ import hashlib
 import json
 import os
 import random
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,28 @@ class Experience0:
 
 def _path(key: str) -> Path:
     return checkpoint_dir() / f"experience0-{key}.pt"
+
+
+@contextmanager
+def locked(key: str) -> Iterator[None]:
+    """Hold an exclusive lock on one experience-0 key, across processes; the OS drops it if a holder dies."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; concurrent runs may train experience 0 twice
+        yield
+        return
+    path = checkpoint_dir() / f"experience0-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("experience 0 (CLEVR): waiting for another run that is training it", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load(key: str) -> Experience0 | None:

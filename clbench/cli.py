@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from clbench.console import quiet_libraries
 from clbench.errors import ClbenchError, ConfigError
 
 EXIT_USAGE = 2
@@ -48,6 +50,28 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
+DEFAULT_STRATEGIES = "naive,ewc,replay,frozen-generator,generator-only"
+DEFAULT_FRACTIONS = "0.1,0.25,0.33,0.5,1.0"
+
+
+def _add_shared_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="dataset root holding CLEVR_v1.0/ and CLEVR-Humans/ (default: generated)")
+    parser.add_argument("--preset", default="small", help="tiny | small | paper (default: small)")
+    parser.add_argument("--epochs", help="epochs per experience: N or N0,N1")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a strategy parameter (ewc_lambda=100) or a config field (train.lr=1e-3, model.module_dim=64)",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file of config fields (sections data/model/train)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: clevr-humans)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="clbench", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -55,24 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="train CLEVR then fine-tune on CLEVR-Humans with one strategy")
     run.add_argument("--strategy", default="naive", help="a name (see `strategies`), file.py:Class or module:Class")
-    run.add_argument("--data", help="dataset root holding CLEVR_v1.0/ and CLEVR-Humans/ (default: generated)")
-    run.add_argument("--preset", default="small", help="tiny | small | paper (default: small)")
     run.add_argument("--fraction", type=str, help="share of CLEVR-Humans train used for fine-tuning, in (0, 1]")
     run.add_argument("--seed", type=int)
-    run.add_argument("--epochs", help="epochs per experience: N or N0,N1")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a strategy parameter (ewc_lambda=100) or a config field (train.lr=1e-3, model.module_dim=64)",
-    )
-    run.add_argument("--config", type=Path, help="YAML file of config fields (sections data/model/train)")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
-    run.add_argument("--experiment", help="MLflow experiment name (default: clevr-humans)")
+    _add_shared_run_options(run)
     run.add_argument("--run-name", help="MLflow run name (default: the strategy's name)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    sweep = commands.add_parser("sweep", help="run strategies × fractions × seeds as one MLflow parent run")
+    sweep.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"(default: {DEFAULT_STRATEGIES})")
+    sweep.add_argument("--fractions", default=DEFAULT_FRACTIONS, help=f"(default: {DEFAULT_FRACTIONS})")
+    sweep.add_argument("--seeds", default="0,1,2", help="comma-separated (default: 0,1,2)")
+    sweep.add_argument("--jobs", type=int, default=1, help="cells run at once, each in its own process (default: 1)")
+    _add_shared_run_options(sweep)
+
+    report = commands.add_parser("report", help="tables and plots of a sweep, from MLflow, into a folder")
+    report.add_argument("--experiment", help="MLflow experiment (default: clevr-humans)")
+    report.add_argument("--sweep", help="the sweep's parent run id (default: the latest sweep in the experiment)")
+    report.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
+    report.add_argument("--tracking-uri")
 
     commands.add_parser("strategies", help="list the strategies found, with their parameters")
 
@@ -96,10 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _base_config(args: argparse.Namespace):
+    """Preset, then --config, then --set, then the flags: what `run` and `sweep` share."""
     from clbench import config as cfg
-    from clbench.runner import run
-    from clbench.strategy import instantiate, resolve
 
     config = cfg.preset(args.preset)
     if args.config is not None:
@@ -109,17 +131,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     strategy_sets = {k: v for k, v in sets.items() if k not in config_sets}
     config = cfg.override(config, config_sets)
     flags: dict[str, object] = {}
-    if args.fraction is not None:
+    if getattr(args, "fraction", None) is not None:
         flags["data.fraction"] = _fraction(args.fraction)
     if args.data is not None:
         flags["data.root"] = args.data
-    if args.seed is not None:
+    if getattr(args, "seed", None) is not None:
         flags["seed"] = args.seed
     if args.epochs is not None:
         flags["train.epochs"] = cfg.parse_epochs(args.epochs)
     if args.device is not None:
         flags["device"] = args.device
-    config = cfg.validate(cfg.override(config, flags))
+    return cfg.validate(cfg.override(config, flags)), strategy_sets
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from clbench.runner import run
+    from clbench.strategy import instantiate, resolve
+
+    config, strategy_sets = _base_config(args)
     strategy = instantiate(resolve(args.strategy), strategy_sets)
     run(
         config,
@@ -130,6 +159,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from clbench.sweep import SweepSpec, parse_list, sweep
+
+    config, strategy_sets = _base_config(args)
+    spec = SweepSpec(
+        strategies=parse_list(args.strategies, str, "--strategies"),
+        fractions=tuple(_fraction(f) for f in parse_list(args.fractions, str, "--fractions")),
+        seeds=parse_list(args.seeds, int, "--seeds"),
+        config=config,
+        strategy_sets=strategy_sets,
+    )
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs} is below 1", "give --jobs 1 or more (at most the CPU cores)")
+    result = sweep(
+        spec,
+        jobs=args.jobs,
+        experiment=args.experiment,
+        tracking_uri=args.tracking_uri,
+        progress=not args.no_progress,
+        command=_command_line(),
+    )
+    return 1 if result.count("FAILED") else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from clbench.report import build_report, load_sweep
+
+    runs = load_sweep(args.experiment or "clevr-humans", args.sweep, args.tracking_uri)
+    written = build_report(runs, args.out, report_command=_command_line())
+    print(f"wrote {len(written)} files to {args.out} (and to the parent run {runs.parent_id} in MLflow)")
+    print((args.out / "summary.md").read_text())
+    return 0
+
+
+def _command_line() -> str:
+    return shlex.join(["python", "-m", "clbench", *sys.argv[1:]])
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
@@ -178,28 +245,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "strategies": cmd_strategies, "ui": cmd_ui, "data": cmd_data}
-
-
-def _quiet_libraries(debug: bool) -> None:
-    """Keep the terminal for our progress and results: library chatter only with --debug."""
-    if debug:
-        return
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", module="qpsolvers")  # Avalanche imports it; we use no QP solver
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message="Avalanche is transitioning")
-    warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+COMMANDS = {
+    "run": cmd_run,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "strategies": cmd_strategies,
+    "ui": cmd_ui,
+    "data": cmd_data,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    _quiet_libraries(debug)
+    quiet_libraries(debug)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -6,6 +6,7 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ from avalanche.evaluation.metrics import (
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
-from clbench import checkpoints, tracking
+from clbench import checkpoints, plots, tracking
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
 from clbench.film import FiLM, count_parameters
-from clbench.metrics import QuestionTypeAccuracy, type_metric_name
+from clbench.metrics import FiLMSnapshot, FiLMStatistics, QuestionTypeAccuracy, film_drift, type_metric_name
 from clbench.strategy import Strategy
 from clbench.training import FiLMTemplate, ProgressBar, amp_dtype
 from scenarios import clevr_humans
@@ -48,6 +49,10 @@ class RunResult:
     majority_baseline: dict[str, float]
     wall_time_s: float
     sizes: dict[str, int] = field(default_factory=dict)
+    experience0_trained: bool = True  # False when experience 0 came from the cache
+    film: pd.DataFrame = field(default_factory=pd.DataFrame)  # gamma/beta statistics per (after, test, block)
+    film_drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # first to last experience, per (test, block)
+    film_histograms: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def forgetting(self) -> dict[str, float]:
@@ -77,6 +82,12 @@ class RunResult:
                 "Per question type (%):",
                 self.per_type.map(lambda v: f"{100 * v:5.1f}").to_string(),
             ]
+        if not self.film.empty:
+            columns = ["gamma_negative_share", "gamma_near_zero_share", "gamma_mean", "gamma_std", "beta_std"]
+            overall = self.film.xs("all", level="block")[columns]
+            lines += ["", "FiLM (gamma, beta) over all blocks:", overall.round(3).to_string()]
+        if not self.film_drift.empty:
+            lines += ["", "FiLM drift from first to last experience:", self.film_drift.round(3).to_string()]
         lines.append(f"\nWall time: {self.wall_time_s:.1f} s    MLflow run: {self.run_id}")
         return "\n".join(lines)
 
@@ -126,8 +137,12 @@ def run(
     tracking_uri: str | None = None,
     progress: bool = True,
     out=None,
+    run_id: str | None = None,
 ) -> RunResult:
-    """Train experience by experience, evaluating the whole test stream after each; log all to MLflow."""
+    """Train experience by experience, evaluating the whole test stream after each; log all to MLflow.
+
+    `run_id` continues a run created beforehand (a sweep creates its cells' runs, tagged with their parent).
+    """
     out = out or sys.stdout
     started = time.perf_counter()
     device = resolve_device(config.device)
@@ -137,7 +152,10 @@ def run(
     RNGManager.set_random_seeds(config.seed)
     model = build_model(config, scenario, device)
 
-    with tracking.mlflow_run(experiment or clevr_humans.NAME, run_name or strategy.name) as run_id:
+    with (
+        tracking.mlflow_run(experiment or clevr_humans.NAME, run_name or strategy.name, run_id) as run_id,
+        ExitStack() as experience0_lock,
+    ):
         params = tracking.flatten(config.to_dict()) | {"strategy": strategy.name}
         params |= {f"strategy.{k}": v for k, v in strategy.params().items()}
         params |= {"data.fingerprint": scenario.fingerprint, "device.resolved": str(device)}
@@ -145,15 +163,20 @@ def run(
         params |= {"model.parameters": count_parameters(model)} | tracking.versions()
         tracking.log_params(run_id, params)
         logger = tracking.MLflowLogger(run_id)
+        film_stats = FiLMStatistics()
         evaluator = EvaluationPlugin(
             accuracy_metrics(epoch=True, experience=True, stream=True),
             loss_metrics(epoch=True, experience=True),
             forgetting_metrics(experience=True, stream=True),
             bwt_metrics(experience=True, stream=True),
             QuestionTypeAccuracy(scenario.type_names),
+            film_stats,
             loggers=[logger],
         )
         key = checkpoints.experience0_key(config, scenario.fingerprint)
+        if config.train.reuse_experience0:
+            # Runs sharing experience 0 (a sweep's cells) wait here while one of them trains it.
+            experience0_lock.enter_context(checkpoints.locked(key))
         cached = checkpoints.load(key) if config.train.reuse_experience0 else None
         saver = checkpoints.SaveExperience0(key)
         tracking.log_params(run_id, {"experience0.key": key, "experience0.cached": cached is not None})
@@ -180,6 +203,7 @@ def run(
             "persistent_workers": config.train.num_workers > 0,
         }
         rows: list[list[float]] = []
+        snapshots: list[dict[int, FiLMSnapshot]] = []
         type_rows: dict[tuple[str, str], dict[str, float]] = {}
         for i, experience in enumerate(scenario.train_stream):
             template.train_epochs = config.train.epochs[i]
@@ -190,8 +214,10 @@ def run(
                 _replay_experience0(template, experience, cached, loader_args)
             else:
                 template.train(experience, **loader_args)
+            experience0_lock.close()
             metrics = template.eval(scenario.test_stream, **loader_args)
             rows.append([metrics[accuracy_key(j)] for j in range(len(scenario.test_stream))])
+            snapshots.append(film_stats.result())
             for j, test_name in enumerate(scenario.experience_names):
                 row = {
                     name: metrics[key]
@@ -212,10 +238,34 @@ def run(
             majority_baseline={f"{k} (test)": v for k, v in scenario.majority_baseline.items()},
             wall_time_s=time.perf_counter() - started,
             sizes=scenario.sizes,
+            experience0_trained=cached is None and config.train.epochs[0] > 0,
+            **_film_tables(snapshots, names),
         )
         _log_result(run_id, result, config, strategy, model, logger)
     print(result.summary(), file=out)
     return result
+
+
+def _film_tables(snapshots: list[dict[int, FiLMSnapshot]], names: list[str]) -> dict[str, pd.DataFrame]:
+    """Gamma/beta summaries after every experience, and their drift from the first to the last."""
+    if not snapshots or not snapshots[0]:
+        return {}
+    keys = [(names[i], names[j]) for i, per_test in enumerate(snapshots) for j in per_test]
+    index = ["after", "test"]
+    film = pd.concat([snapshots[i][j].summary() for i, per_test in enumerate(snapshots) for j in per_test], keys=keys)
+    film.index = film.index.set_names([*index, "block"])
+    histograms = pd.concat(
+        [snapshots[i][j].histogram_frame() for i, per_test in enumerate(snapshots) for j in per_test],
+        keys=keys,
+        names=[*index, None],
+    ).reset_index(level=index)
+    drift = pd.DataFrame()
+    if len(snapshots) > 1:
+        first, last = snapshots[0], snapshots[-1]
+        common = [j for j in first if j in last]
+        drift = pd.concat([film_drift(first[j], last[j]) for j in common], keys=[names[j] for j in common])
+        drift.index = drift.index.set_names(["test", "block"])
+    return {"film": film, "film_drift": drift, "film_histograms": histograms.reset_index(drop=True)}
 
 
 def _replay_experience0(template, experience, cached: checkpoints.Experience0, loader_args: dict) -> None:
@@ -228,6 +278,24 @@ def _replay_experience0(template, experience, cached: checkpoints.Experience0, l
     template.optimizer.load_state_dict(cached.optimizer)
 
 
+def summary_metrics(result: RunResult) -> dict[str, float]:
+    """The run's final figures under flat names, one value each: the columns runs are compared on."""
+    metrics = {f"forgetting/{name}": value for name, value in result.forgetting.items()}
+    metrics["bwt"] = result.bwt
+    metrics |= {f"final_accuracy/{name}": value for name, value in result.accuracy.iloc[-1].items()}
+    for after, row in result.accuracy.iterrows():
+        metrics |= {f"accuracy/after_{after}/{test}": value for test, value in row.items()}
+    for (after, test), row in result.per_type.iterrows():
+        metrics |= {f"type_accuracy/after_{after}/{test}/{kind}": v for kind, v in row.items() if pd.notna(v)}
+    for (after, test, block), row in result.film.iterrows():
+        metrics |= {f"film/after_{after}/{test}/{block}/{stat}": value for stat, value in row.items()}
+    for (test, block), row in result.film_drift.iterrows():
+        metrics |= {f"film_drift/{test}/{block}/{stat}": value for stat, value in row.items()}
+    metrics |= {f"majority_baseline/{name.split(' ')[0]}": value for name, value in result.majority_baseline.items()}
+    metrics["wall_time_s"] = result.wall_time_s
+    return {name: float(value) for name, value in metrics.items()}
+
+
 def _log_result(
     run_id: str, result: RunResult, config: RunConfig, strategy: Strategy, model: FiLM, logger: Any
 ) -> None:
@@ -235,14 +303,8 @@ def _log_result(
     from mlflow import MlflowClient
 
     step = len(result.accuracy) - 1
-    for name, value in result.forgetting.items():
-        logger.log_single_metric(f"forgetting/{name}", value, step)
-    logger.log_single_metric("bwt", result.bwt, step)
-    for name, value in result.accuracy.iloc[-1].items():
-        logger.log_single_metric(f"final_accuracy/{name}", value, step)
-    for name, value in result.majority_baseline.items():
-        logger.log_single_metric(f"majority_baseline/{name.split(' ')[0]}", value, step)
-    logger.log_single_metric("wall_time_s", result.wall_time_s, step)
+    for name, value in summary_metrics(result).items():
+        logger.log_single_metric(name, value, step)
     logger.flush()
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
@@ -250,6 +312,12 @@ def _log_result(
         result.accuracy.to_csv(folder / "accuracy_matrix.csv")
         if not result.per_type.empty:
             result.per_type.to_csv(folder / "per_type_accuracy.csv")
+        if not result.film.empty:
+            result.film.to_csv(folder / "film_stats.csv")
+            result.film_histograms.to_csv(folder / "film_histograms.csv", index=False)
+            plots.save(plots.gamma_beta(result.film_histograms, hue="after"), folder / "gamma_beta.png")
+        if not result.film_drift.empty:
+            result.film_drift.to_csv(folder / "film_drift.csv")
         resolved = {"config": config.to_dict(), "strategy": {"name": strategy.name, **strategy.params()}}
         (folder / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
         (folder / "summary.txt").write_text(result.summary() + "\n")

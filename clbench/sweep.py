@@ -1,0 +1,348 @@
+"""Sweeps: strategies × fine-tuning fractions × seeds, as one MLflow parent run with a child run per cell.
+
+Cells run in a local process pool. Experience 0 depends only on the seed (not on the strategy or the
+fraction), so each seed's first cell trains it and caches it (`clbench.checkpoints`); the seed's other cells
+are queued once it is done and start from the cache. A cell that fails is recorded as a FAILED child run
+and the sweep goes on; running the same sweep again continues its parent run and skips finished cells.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+
+from tqdm.auto import tqdm
+
+from clbench import tracking
+from clbench.config import RunConfig
+from clbench.console import init_worker
+from clbench.errors import ClbenchError, ConfigError
+from scenarios import clevr_humans
+
+SWEEP_TAG = "clbench.sweep"  # on the parent: the sweep's key
+CELL_TAG = "clbench.cell"  # on each child: strategy|fraction|seed
+ERROR_TAG = "clbench.error"
+PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs under
+
+
+@dataclass(frozen=True)
+class Cell:
+    strategy: str
+    fraction: float
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.strategy}|{self.fraction:g}|{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy} fraction={self.fraction:g} seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The grid and everything shared by its cells; equal specs are the same sweep."""
+
+    strategies: tuple[str, ...]
+    fractions: tuple[float, ...]
+    seeds: tuple[int, ...]
+    config: RunConfig
+    strategy_sets: dict[str, str] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        return [Cell(s, f, seed) for seed, s, f in itertools.product(self.seeds, self.strategies, self.fractions)]
+
+    def key(self) -> str:
+        base = self.config.to_dict()
+        base.pop("seed", None)
+        base["data"].pop("fraction", None)
+        identity = {
+            "strategies": self.strategies,
+            "fractions": self.fractions,
+            "seeds": self.seeds,
+            "config": base,
+            "sets": self.strategy_sets,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    run_id: str
+    status: str  # FINISHED | FAILED | SKIPPED
+    error: str = ""
+    experience0_trained: bool = False
+    figures: dict[str, float] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+
+@dataclass
+class SweepResult:
+    parent_run_id: str
+    outcomes: list[CellOutcome]
+    wall_time_s: float
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def experience0_trained(self) -> int:
+        return sum(o.experience0_trained for o in self.outcomes)
+
+
+def parse_list(text: str, kind: type, what: str) -> tuple:
+    """`a,b,c` → a tuple of `kind`, with a one-line error naming the bad item."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{what} is empty", f"give a comma-separated list, e.g. {what} 0,1,2")
+    try:
+        values = tuple(kind(item) for item in items)
+    except ValueError as exc:
+        raise ConfigError(f"{what} {text!r} has an item that is not {kind.__name__}: {exc}", "fix the list") from None
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{what} {text!r} repeats an item", "list each value once")
+    return values
+
+
+def sweep(
+    spec: SweepSpec,
+    *,
+    jobs: int = 1,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+    out=None,
+    command: str = "",
+) -> SweepResult:
+    """Run every cell of the grid not finished yet, `jobs` at a time; log the parent run's report."""
+    from mlflow import MlflowClient
+
+    out = out or sys.stdout
+    started = time.perf_counter()
+    uri = tracking.tracking_uri(tracking_uri)
+    tracking.configure(uri)
+    _check_strategies(spec)
+    experiment = experiment or clevr_humans.NAME
+    client = MlflowClient()
+    parent_id, done = _parent_run(client, spec, experiment, command)
+    cells = spec.cells()
+    skipped = [
+        CellOutcome(c, done[c.key].info.run_id, "SKIPPED", experience0_trained=False) for c in cells if c.key in done
+    ]
+    pending = [c for c in cells if c.key not in done]
+    if skipped:
+        print(f"sweep {spec.key()}: {len(skipped)} of {len(cells)} cells already finished, skipping them", file=out)
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    outcomes: list[CellOutcome] = []
+    status = "FAILED"
+    try:
+        with (
+            ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=init_worker, initargs=(threads,))
+            if pending
+            else contextlib.nullcontext() as pool,
+            tqdm(
+                total=len(cells),
+                initial=len(skipped),
+                desc="sweep",
+                unit="cell",
+                disable=not progress or not sys.stderr.isatty(),
+            ) as bar,
+        ):
+            for outcome in _schedule(pool, pending, spec, parent_id, experiment, uri):
+                outcomes.append(outcome)
+                bar.update(1)
+                bar.write(_describe(outcome), file=out)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        result = SweepResult(parent_id, skipped + outcomes, time.perf_counter() - started)
+        _close_parent(client, parent_id, result, status)
+    print(_tally(result), file=out)
+    if result.count("FINISHED") + result.count("SKIPPED"):
+        _report_to_parent(parent_id, experiment, out)
+    return result
+
+
+def _report_to_parent(parent_id: str, experiment: str, out) -> None:
+    """The sweep's report, logged beside its runs; `clbench report --out DIR` writes the same files to DIR."""
+    import tempfile
+    from pathlib import Path
+
+    from clbench.report import build_report, load_sweep
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build_report(load_sweep(experiment, parent_id), Path(tmp))
+    print("report logged to the parent run; write it out with: python -m clbench report --out results/", file=out)
+
+
+def _check_strategies(spec: SweepSpec) -> None:
+    """Fail before starting anything if a strategy name, plugin or parameter is wrong."""
+    from clbench.strategy import instantiate, resolve
+
+    for name in spec.strategies:
+        instantiate(resolve(name), spec.strategy_sets)
+
+
+def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple[str, dict]:
+    """The sweep's parent run (new, or the one of an earlier identical sweep) and its finished cells."""
+    import mlflow
+
+    key = spec.key()
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{SWEEP_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if found:
+        parent_id = found[0].info.run_id
+        client.update_run(parent_id, status="RUNNING")
+    else:
+        parent = client.create_run(
+            experiment_id,
+            run_name=f"sweep {len(spec.strategies)}×{len(spec.fractions)}×{len(spec.seeds)}",
+            tags={SWEEP_TAG: key, "clbench.kind": "sweep", "clbench.command": command},
+        )
+        parent_id = parent.info.run_id
+        params = tracking.flatten(spec.config.to_dict()) | {
+            "sweep.strategies": ",".join(spec.strategies),
+            "sweep.fractions": ",".join(f"{f:g}" for f in spec.fractions),
+            "sweep.seeds": ",".join(str(s) for s in spec.seeds),
+            "sweep.key": key,
+        }
+        params |= {f"strategy.{k}": v for k, v in spec.strategy_sets.items()}
+        params.pop("seed", None)
+        params.pop("data.fraction", None)
+        tracking.log_params(parent_id, params | tracking.versions())
+    return parent_id, finished_cells(client, experiment_id, parent_id)
+
+
+def finished_cells(client, experiment_id: str, parent_id: str) -> dict:
+    """cell key → the latest FINISHED child run of a sweep."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=50000,
+    )
+    return {run.data.tags[CELL_TAG]: run for run in runs if CELL_TAG in run.data.tags}
+
+
+def _schedule(pool, pending: list[Cell], spec: SweepSpec, parent_id: str, experiment: str, uri: str):
+    """Yield outcomes as cells end. Each seed's first cell runs alone; its other cells start when it is done."""
+    leaders: dict[int, Cell] = {}
+    followers: dict[int, list[Cell]] = {}
+    for cell in pending:
+        if cell.seed in leaders:
+            followers.setdefault(cell.seed, []).append(cell)
+        else:
+            leaders[cell.seed] = cell
+
+    def submit(cell: Cell) -> Future:
+        return pool.submit(run_cell, cell, spec, parent_id, experiment, uri)
+
+    running: dict[Future, Cell] = {submit(cell): cell for cell in leaders.values()}
+    while running:
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            cell = running.pop(future)
+            if cell is leaders.get(cell.seed):
+                running |= {submit(c): c for c in followers.pop(cell.seed, [])}
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                yield CellOutcome(cell, "", "FAILED", error="its worker process died (killed, or out of memory)")
+            except Exception as exc:  # the cell's run could not even be created (tracking store unreachable)
+                yield CellOutcome(cell, "", "FAILED", error=f"{type(exc).__name__}: {exc}")
+
+
+def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: str) -> CellOutcome:
+    """One cell in a worker: its child run is created first, so even a cell that fails at once is on record."""
+    from mlflow import MlflowClient
+
+    from clbench.runner import run, summary_metrics
+    from clbench.strategy import instantiate, resolve
+
+    started = time.perf_counter()
+    tracking.configure(uri)
+    client = MlflowClient()
+    child = client.create_run(
+        client.get_run(parent_id).info.experiment_id,
+        run_name=cell.label,
+        tags={PARENT_TAG: parent_id, CELL_TAG: cell.key, "clbench.kind": "cell"},
+    )
+    run_id = child.info.run_id
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            config = replace(spec.config, seed=cell.seed, data=replace(spec.config.data, fraction=cell.fraction))
+            strategy = instantiate(resolve(cell.strategy), spec.strategy_sets)
+            result = run(config, strategy, experiment=experiment, progress=False, run_id=run_id)
+    except Exception as exc:
+        error = exc.one_line() if isinstance(exc, ClbenchError) else f"{type(exc).__name__}: {exc}"
+        log.write(traceback.format_exc())
+        client.set_tag(run_id, ERROR_TAG, error[:5000])
+        client.log_text(run_id, log.getvalue(), "cell.log")
+        client.set_terminated(run_id, "FAILED")
+        return CellOutcome(cell, run_id, "FAILED", error=error, wall_time_s=time.perf_counter() - started)
+    client.log_text(run_id, log.getvalue(), "cell.log")
+    return CellOutcome(
+        cell,
+        run_id,
+        "FINISHED",
+        experience0_trained=result.experience0_trained,
+        figures=summary_metrics(result),
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def _describe(outcome: CellOutcome) -> str:
+    if outcome.status == "FAILED":
+        return f"FAILED   {outcome.cell.label}: {outcome.error}"
+    names = clevr_humans.EXPERIENCES
+    final = " ".join(f"{n} {100 * outcome.figures.get(f'final_accuracy/{n}', float('nan')):.1f}%" for n in names)
+    forgetting = 100 * outcome.figures.get(f"forgetting/{names[0]}", float("nan"))
+    trained = ", trained experience 0" if outcome.experience0_trained else ""
+    timing = f"{outcome.wall_time_s:.0f} s{trained}"
+    return f"finished {outcome.cell.label}: {final}, forgetting {forgetting:+.1f} pts ({timing})"
+
+
+def _tally(result: SweepResult) -> str:
+    lines = [
+        f"sweep: {result.count('FINISHED')} cells finished, {result.count('SKIPPED')} skipped (done before), "
+        f"{result.count('FAILED')} failed in {result.wall_time_s:.0f} s; experience 0 trained "
+        f"{result.experience0_trained}× — parent run {result.parent_run_id}"
+    ]
+    lines += [f"  failed: {o.cell.label}: {o.error}" for o in result.outcomes if o.status == "FAILED"]
+    return "\n".join(lines)
+
+
+def _close_parent(client, parent_id: str, result: SweepResult, status: str) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    figures = {
+        "sweep/cells_finished": result.count("FINISHED") + result.count("SKIPPED"),
+        "sweep/cells_failed": result.count("FAILED"),
+        "sweep/cells_run": result.count("FINISHED") + result.count("FAILED"),
+        "sweep/experience0_trained": result.experience0_trained,
+        "sweep/wall_time_s": result.wall_time_s,
+    }
+    client.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
+    client.set_terminated(parent_id, status)
