@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from avalanche.evaluation.metric_definitions import PluginMetric
@@ -121,7 +122,7 @@ class FiLMSnapshot:
     def histogram_frame(self) -> pd.DataFrame:
         """Long format: parameter, block, bin_left, bin_right, count (all blocks summed as block 'all')."""
         low, high = HISTOGRAM_RANGE
-        edges = torch.linspace(low, high, HISTOGRAM_BINS + 1)
+        edges = np.linspace(low, high, HISTOGRAM_BINS + 1).round(6)
         frames = []
         for p, name in enumerate(PARAMETERS):
             per_block = [(f"block{b + 1}", self.histogram[p, b]) for b in range(self.blocks)]
@@ -131,8 +132,8 @@ class FiLMSnapshot:
                         {
                             "parameter": name,
                             "block": label,
-                            "bin_left": edges[:-1].numpy(),
-                            "bin_right": edges[1:].numpy(),
+                            "bin_left": edges[:-1],
+                            "bin_right": edges[1:],
                             "count": counts.long().numpy(),
                         }
                     )

@@ -165,6 +165,7 @@ def sweep(
                 outcomes.append(outcome)
                 bar.update(1)
                 bar.write(_describe(outcome), file=out)
+                out.flush()  # one line per cell, as it ends, even into a log file
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

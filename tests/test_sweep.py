@@ -1,0 +1,170 @@
+"""Sweeps on the tiny dataset: parent/child runs, experience 0 trained once per seed, resuming, failed cells,
+and a report whose numbers are the runs' numbers."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from clbench.cli import main
+from clbench.config import PRESETS
+from clbench.report import build_report, load_sweep
+from clbench.sweep import CELL_TAG, ERROR_TAG, PARENT_TAG, SweepSpec, sweep
+
+EXPERIMENT = "sweep-test"
+
+FAILING_STRATEGY = """
+from dataclasses import dataclass
+
+from avalanche.training.plugins import SupervisedPlugin
+
+from clbench import Strategy
+
+
+class Explode(SupervisedPlugin):
+    def before_training_exp(self, strategy, **kwargs):
+        if strategy.experience.current_experience == 1:
+            raise RuntimeError("boom in experience 1")
+
+
+@dataclass
+class Exploding(Strategy):
+    name = "exploding"
+
+    def plugins(self, model):
+        return [Explode()]
+"""
+
+
+def _spec(tiny_root: Path, strategies=("naive", "ewc"), fractions=(0.5, 1.0), seeds=(0, 1)) -> SweepSpec:
+    config = PRESETS["tiny"]
+    config = replace(config, data=replace(config.data, root=str(tiny_root)))
+    return SweepSpec(tuple(strategies), tuple(fractions), tuple(seeds), config)
+
+
+@pytest.fixture(scope="module")
+def swept(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One 2 × 2 × 2 sweep with 2 jobs and an empty experience-0 cache, shared by the tests below."""
+    home = tmp_path_factory.mktemp("sweep")
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLBENCH_CACHE_DIR", str(home / "cache"))
+        patch.chdir(home)  # artifacts land beside the store
+        spec = _spec(tiny_root)
+        result = sweep(spec, jobs=2, experiment=EXPERIMENT, tracking_uri=store, progress=False, out=io.StringIO())
+        yield spec, result, store, home
+
+
+def test_sweep_trains_experience0_once_per_seed_in_a_parent_run(swept):
+    spec, result, store, _ = swept
+    assert result.count("FINISHED") == 8 and result.count("FAILED") == 0
+    assert result.experience0_trained == 2  # seeds 0 and 1; the other six cells start from the cache
+    client = MlflowClient(store)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["sweep.strategies"] == "naive,ewc"
+    assert parent.data.metrics["sweep/experience0_trained"] == 2
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'"
+    )
+    assert sorted(c.data.tags[CELL_TAG] for c in children) == sorted(c.key for c in spec.cells())
+    trained = [c for c in children if c.data.params["experience0.cached"] == "False"]
+    assert sorted(c.data.params["seed"] for c in trained) == ["0", "1"]
+    # every cell of a seed started from the same CLEVR model
+    for seed in ("0", "1"):
+        before = {c.data.metrics["accuracy/after_CLEVR/CLEVR"] for c in children if c.data.params["seed"] == seed}
+        assert len(before) == 1
+
+
+def test_rerunning_the_same_sweep_skips_finished_cells(swept, monkeypatch):
+    spec, first, store, home = swept
+    monkeypatch.setenv("CLBENCH_CACHE_DIR", str(home / "cache"))
+    monkeypatch.chdir(home)
+    again = sweep(spec, jobs=1, experiment=EXPERIMENT, tracking_uri=store, progress=False, out=io.StringIO())
+    assert again.parent_run_id == first.parent_run_id
+    assert again.count("SKIPPED") == 8 and again.count("FINISHED") == 0 and again.experience0_trained == 0
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    children = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{first.parent_run_id}'")
+    assert len(children) == 8
+
+
+def test_report_files_hold_the_numbers_of_the_runs(swept, tmp_path: Path):
+    _, result, store, _ = swept
+    runs = load_sweep(EXPERIMENT, tracking_uri=store)
+    assert runs.parent_id == result.parent_run_id
+    written = build_report(runs, tmp_path / "report")
+    names = {p.name for p in written}
+    assert {"summary.md", "accuracy_vs_fraction.png", "forgetting.png", "per_type_accuracy.png"} <= names
+    assert {"gamma_beta.png", "gamma_beta_drift.csv", "forgetting.csv", "per_type_accuracy.csv"} <= names
+    client = MlflowClient(store)
+    children = [client.get_run(o.run_id) for o in result.outcomes]
+    table = pd.read_csv(tmp_path / "report" / "accuracy_vs_fraction.csv", index_col=[0, 1])
+    forgetting = pd.read_csv(tmp_path / "report" / "forgetting.csv", index_col=[0, 1])
+    for strategy in ("naive", "ewc"):
+        for fraction in (0.5, 1.0):
+            cell = [
+                c.data.metrics
+                for c in children
+                if c.data.params["strategy"] == strategy and float(c.data.params["data.fraction"]) == fraction
+            ]
+            humans = pd.Series([m["accuracy/after_CLEVR-Humans/CLEVR-Humans"] for m in cell])
+            forgot = pd.Series([m["forgetting/CLEVR"] for m in cell])
+            assert table.loc[(strategy, fraction), "humans_after_mean"] == pytest.approx(humans.mean())
+            assert table.loc[(strategy, fraction), "humans_after_std"] == pytest.approx(humans.std())
+            assert forgetting.loc[(strategy, fraction), "forgetting_mean"] == pytest.approx(forgot.mean())
+            assert table.loc[(strategy, fraction), "n"] == 2
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| naive" in summary and "![accuracy vs fraction](accuracy_vs_fraction.png)" in summary
+    logged = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
+    assert "report/accuracy_vs_fraction.png" in logged and "report/summary.md" in logged
+    assert not any(p.name.startswith(".report-") for p in (tmp_path / "report").iterdir())
+
+
+def test_a_failed_cell_is_recorded_and_the_sweep_goes_on(tiny_root: Path, tmp_path: Path, monkeypatch):
+    plugin = tmp_path / "exploding.py"
+    plugin.write_text(FAILING_STRATEGY)
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = _spec(tiny_root, strategies=(f"{plugin}:Exploding", "naive"), fractions=(1.0,), seeds=(0,))
+    result = sweep(spec, jobs=1, experiment=EXPERIMENT, tracking_uri=store, progress=False, out=io.StringIO())
+    by_strategy = {o.cell.strategy.split(":")[-1]: o for o in result.outcomes}
+    assert by_strategy["Exploding"].status == "FAILED" and "boom in experience 1" in by_strategy["Exploding"].error
+    assert by_strategy["naive"].status == "FINISHED"
+    client = MlflowClient(store)
+    failed = client.get_run(by_strategy["Exploding"].run_id)
+    assert failed.info.status == "FAILED" and "boom" in failed.data.tags[ERROR_TAG]
+    assert client.get_run(by_strategy["naive"].run_id).info.status == "FINISHED"
+
+
+def test_sweep_cli_exits_1_when_a_cell_failed_and_2_on_bad_lists(tiny_root, tmp_path, monkeypatch, capsys):
+    plugin = tmp_path / "exploding.py"
+    plugin.write_text(FAILING_STRATEGY)
+    monkeypatch.chdir(tmp_path)
+    common = ["sweep", "--preset", "tiny", "--data", str(tiny_root), "--no-progress", "--experiment", EXPERIMENT]
+    assert main([*common, "--strategies", f"{plugin}:Exploding", "--fractions", "1", "--seeds", "0"]) == 1
+    assert "1 failed" in capsys.readouterr().out
+    for bad, message in [
+        (["--fractions", "0.5,1.5"], "outside (0, 1]"),
+        (["--seeds", "0,x"], "not int"),
+        (["--strategies", "naive,ewcc"], "did you mean"),
+        (["--jobs", "0"], "--jobs 0"),
+        (["--seeds", "1,1"], "repeats"),
+    ]:
+        assert main([*common, *bad]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "mlflow.db").exists() or os.path.getsize(tmp_path / "mlflow.db") > 0
+
+
+def test_report_without_a_sweep_says_how_to_make_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--experiment", "nothing-here", "--out", str(tmp_path / "out")]) == 2
+    assert "no sweep found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
