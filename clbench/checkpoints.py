@@ -1,13 +1,18 @@
-"""The experience-0 cache: CLEVR is trained once per (data, model, experience-0 training, seed) and reused.
+"""Checkpoints: the experience-0 cache, and run checkpoints that let an interrupted run continue.
 
-What is kept is exactly the state at the end of experience 0's last epoch, *before* any end-of-experience
-hook ran: model, optimiser and RNG states. A run that starts from it replays experience 0 with zero epochs,
-so every strategy's own Avalanche hooks (EWC importances, replay buffer) run on the same model and RNG
-state as in a run that trained it, and give the same result.
+The experience-0 cache: CLEVR is trained once per (data, model, experience-0 training, seed) and reused. What
+is kept is exactly the state at the end of experience 0's last epoch, *before* any end-of-experience hook ran:
+model, optimiser and RNG states. A run that starts from it replays experience 0 with zero epochs, so every
+strategy's own Avalanche hooks (EWC importances, replay buffer) run on the same model and RNG state as in a
+run that trained it, and give the same result.
+
+Run checkpoints (`runs/<mlflow run id>.pt`) are written after every epoch and experience. Everything is saved
+as tensors and plain values, and loaded with `torch.load(..., weights_only=True)`; writes are atomic.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -15,7 +20,7 @@ import random
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ import torch
 from avalanche.training.plugins import SupervisedPlugin
 
 from clbench.config import RunConfig
+from clbench.errors import ConfigError
 
 FORMAT_VERSION = 1
 
@@ -77,14 +83,62 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 @dataclass
-class Experience0:
+class TrainingState:
+    """Model, optimiser, gradient-scaler and RNG states at one instant: tensors and plain values only."""
+
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     rng: dict[str, Any]
+    scaler: dict[str, Any] | None = None
+
+    @classmethod
+    def capture(cls, strategy) -> TrainingState:
+        scaler = getattr(strategy, "scaler", None)
+        return cls(
+            model={k: v.detach().cpu().clone() for k, v in strategy.model.state_dict().items()},
+            optimizer=copy.deepcopy(strategy.optimizer.state_dict()),
+            rng=rng_state(),
+            scaler=scaler.state_dict() if scaler is not None else None,
+        )
+
+    def restore(self, strategy) -> None:
+        strategy.model.load_state_dict(self.model)
+        strategy.optimizer.load_state_dict(self.optimizer)
+        scaler = getattr(strategy, "scaler", None)
+        if scaler is not None and self.scaler:
+            scaler.load_state_dict(self.scaler)
+        set_rng_state(self.rng)
+
+    def to_blob(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.optimizer, "rng": self.rng, "scaler": self.scaler}
+
+    @classmethod
+    def from_blob(cls, blob: dict[str, Any]) -> TrainingState:
+        return cls(blob["model"], blob["optimizer"], blob["rng"], blob.get("scaler"))
 
 
-def _path(key: str) -> Path:
-    return checkpoint_dir() / f"experience0-{key}.pt"
+def _save_atomic(blob: dict[str, Any], path: Path) -> Path:
+    """Write a temporary file, then rename: a killed process never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupt, or not a checkpoint at all
+        raise ConfigError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__})", f"delete {path}; it will be rebuilt"
+        ) from None
+
+
+# --- the experience-0 cache ----------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -109,41 +163,137 @@ def locked(key: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def load(key: str) -> Experience0 | None:
+def _path(key: str) -> Path:
+    return checkpoint_dir() / f"experience0-{key}.pt"
+
+
+def load(key: str) -> TrainingState | None:
     path = _path(key)
-    if not path.is_file():
-        return None
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return Experience0(blob["model"], blob["optimizer"], blob["rng"])
+    return TrainingState.from_blob(_load(path)) if path.is_file() else None
 
 
-def save(key: str, state: Experience0) -> Path:
-    """Atomic: write a temporary file, then rename, so a killed run never leaves a half checkpoint."""
-    path = _path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    torch.save({"model": state.model, "optimizer": state.optimizer, "rng": state.rng}, tmp)
-    os.replace(tmp, path)
-    return path
+def save(key: str, state: TrainingState) -> Path:
+    return _save_atomic(state.to_blob(), _path(key))
 
 
-class SaveExperience0(SupervisedPlugin):
-    """Saves the state at the end of experience 0's training, before other plugins' end-of-experience hooks.
+# --- run checkpoints: resume an interrupted run --------------------------------------------------------------
 
-    Must come first in the plugin list: Avalanche calls plugins in list order.
+
+@dataclass
+class RunCheckpoint:
+    """Where a run stands: enough to continue it in the same MLflow run after any interruption.
+
+    Strategy state (EWC importances, the replay buffer) is not pickled: Avalanche plugins hold datasets and
+    closures that `weights_only=True` cannot load. It is rebuilt exactly instead: every finished experience
+    is replayed from its `boundaries` state with zero epochs, so each plugin's own end-of-experience hooks
+    run again on the same model and RNG state, as the experience-0 cache does.
     """
 
-    def __init__(self, key: str) -> None:
+    run_id: str
+    meta: dict[str, Any]  # experiment, run name, tracking URI, config, strategy spec and parameters
+    boundaries: list[TrainingState] = field(default_factory=list)  # end of each finished experience
+    experience: int = 0  # the experience in progress
+    epochs_done: int = 0  # its finished epochs
+    current: TrainingState | None = None  # the state after those epochs
+
+    def to_blob(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "run_id": self.run_id,
+            "meta": self.meta,
+            "boundaries": [b.to_blob() for b in self.boundaries],
+            "experience": self.experience,
+            "epochs_done": self.epochs_done,
+            "current": self.current.to_blob() if self.current is not None else None,
+        }
+
+    @classmethod
+    def from_blob(cls, blob: dict[str, Any]) -> RunCheckpoint:
+        current = blob["current"]
+        return cls(
+            run_id=blob["run_id"],
+            meta=blob["meta"],
+            boundaries=[TrainingState.from_blob(b) for b in blob["boundaries"]],
+            experience=blob["experience"],
+            epochs_done=blob["epochs_done"],
+            current=TrainingState.from_blob(current) if current is not None else None,
+        )
+
+
+def run_path(run_id: str) -> Path:
+    return checkpoint_dir() / "runs" / f"{run_id}.pt"
+
+
+def save_run(checkpoint: RunCheckpoint) -> Path:
+    return _save_atomic(checkpoint.to_blob(), run_path(checkpoint.run_id))
+
+
+def load_run(run_id: str | None) -> RunCheckpoint:
+    """The checkpoint of `run_id`, or of the most recently interrupted run when `run_id` is None."""
+    folder = checkpoint_dir() / "runs"
+    if run_id is None:
+        found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        if not found:
+            raise ConfigError(f"no interrupted run to resume (no checkpoint in {folder})", "start a new run instead")
+        path = found[-1]
+    else:
+        path = run_path(run_id)
+        if not path.is_file():
+            raise ConfigError(
+                f"no checkpoint for run {run_id} in {folder} (finished runs keep none)",
+                "check the run id, or run `python -m clbench run --resume` for the latest interrupted run",
+            )
+    return RunCheckpoint.from_blob(_load(path))
+
+
+def delete_run(run_id: str) -> None:
+    run_path(run_id).unlink(missing_ok=True)
+
+
+class Checkpointer(SupervisedPlugin):
+    """Writes the run checkpoint after every epoch and experience, and restores saved states on request.
+
+    Must come first in the plugin list (Avalanche calls plugins in list order): the state of an experience's
+    end is taken before any strategy's end-of-experience hook changes anything, and a restored state is in
+    place (after the model has grown and the optimiser was rebuilt for the experience) before theirs run.
+    """
+
+    def __init__(self, checkpoint: RunCheckpoint, experience0_key: str | None = None) -> None:
         super().__init__()
-        self.key = key
-        self.saved: Path | None = None
+        self.checkpoint = checkpoint
+        self.experience0_key = experience0_key
+        self._pending: TrainingState | None = None
+        self._epochs = 0
+        self._trained = 0
+
+    def restore_at_start(self, state: TrainingState, epochs_done: int = 0) -> None:
+        """Load `state` when the next training experience starts, counting `epochs_done` as finished."""
+        self._pending, self._epochs = state, epochs_done
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        if self._pending is not None:
+            self._pending.restore(strategy)
+            self._pending = None
+        else:
+            self._epochs = 0
+        self._trained = 0
+
+    def after_training_epoch(self, strategy, **kwargs) -> None:
+        self._epochs += 1
+        self._trained += 1
+        self.checkpoint.experience = strategy.experience.current_experience
+        self.checkpoint.epochs_done = self._epochs
+        self.checkpoint.current = TrainingState.capture(strategy)
+        save_run(self.checkpoint)
 
     def after_training_exp(self, strategy, **kwargs) -> None:
-        if strategy.experience.current_experience != 0 or strategy.train_epochs == 0:
-            return
-        state = Experience0(
-            model={k: v.detach().cpu().clone() for k, v in strategy.model.state_dict().items()},
-            optimizer=strategy.optimizer.state_dict(),
-            rng=rng_state(),
-        )
-        self.saved = save(self.key, state)
+        i = strategy.experience.current_experience
+        state = TrainingState.capture(strategy)
+        self.checkpoint.boundaries = [*self.checkpoint.boundaries[:i], state]
+        if i == 0 and self._trained and self.experience0_key is not None:
+            save(self.experience0_key, state)
+
+    def experience_done(self, i: int) -> None:
+        """Called once experience `i` is trained and evaluated."""
+        self.checkpoint.experience, self.checkpoint.epochs_done, self.checkpoint.current = i + 1, 0, None
+        save_run(self.checkpoint)

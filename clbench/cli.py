@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int)
     _add_shared_run_options(run)
     run.add_argument("--run-name", help="MLflow run name (default: the strategy's name)")
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="RUN_ID",
+        help="continue an interrupted run (default: the latest) with its own config, in its MLflow run",
+    )
 
     sweep = commands.add_parser("sweep", help="run strategies × fractions × seeds as one MLflow parent run")
     sweep.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"(default: {DEFAULT_STRATEGIES})")
@@ -148,6 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from clbench.runner import run
     from clbench.strategy import instantiate, resolve
 
+    if args.resume is not None:
+        return _resume(args)
     config, strategy_sets = _base_config(args)
     strategy = instantiate(resolve(args.strategy), strategy_sets)
     run(
@@ -157,6 +166,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_name=args.run_name,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,
+        strategy_spec=args.strategy,
+    )
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Continue a checkpointed run: its config, strategy, experiment and store come from the checkpoint."""
+    from clbench import checkpoints
+    from clbench.config import RunConfig
+    from clbench.runner import run
+    from clbench.strategy import instantiate, resolve
+
+    checkpoint = checkpoints.load_run(None if args.resume == "latest" else args.resume)
+    meta = checkpoint.meta
+    strategy = instantiate(resolve(meta["strategy"]["spec"]), meta["strategy"]["params"])
+    run(
+        RunConfig.from_dict(meta["config"]),
+        strategy,
+        experiment=meta["experiment"],
+        run_name=meta["run_name"],
+        tracking_uri=args.tracking_uri or meta["tracking_uri"],
+        progress=not args.no_progress,
+        resume=checkpoint,
+        strategy_spec=meta["strategy"]["spec"],
     )
     return 0
 

@@ -60,6 +60,20 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
+        """The inverse of `to_dict` (a checkpoint's saved config)."""
+        train = dict(values["train"])
+        train["epochs"] = tuple(train["epochs"])
+        return cls(
+            preset=values["preset"],
+            seed=values["seed"],
+            device=values["device"],
+            data=DataConfig(**values["data"]),
+            model=ModelConfig(**values["model"]),
+            train=TrainConfig(**train),
+        )
+
 
 def _small_model() -> ModelConfig:
     return ModelConfig(

@@ -138,30 +138,32 @@ def run(
     progress: bool = True,
     out=None,
     run_id: str | None = None,
+    resume: checkpoints.RunCheckpoint | None = None,
+    strategy_spec: str | None = None,
 ) -> RunResult:
     """Train experience by experience, evaluating the whole test stream after each; log all to MLflow.
 
-    `run_id` continues a run created beforehand (a sweep creates its cells' runs, tagged with their parent).
+    `run_id` continues a run created beforehand (a sweep creates its cells' runs, tagged with their parent);
+    `resume` continues an interrupted run from its checkpoint, in the same MLflow run.
     """
     out = out or sys.stdout
     started = time.perf_counter()
     device = resolve_device(config.device)
-    tracking.configure(tracking.tracking_uri(tracking_uri))
+    uri = tracking.tracking_uri(tracking_uri)
+    tracking.configure(uri)
+    experiment = experiment or clevr_humans.NAME
+    tracking.end_orphaned_runs(experiment)
     RNGManager.set_random_seeds(config.seed)
     scenario = build_scenario(config, progress)
     RNGManager.set_random_seeds(config.seed)
     model = build_model(config, scenario, device)
+    resumed = resume is not None
+    run_id = resume.run_id if resume is not None else run_id
 
     with (
-        tracking.mlflow_run(experiment or clevr_humans.NAME, run_name or strategy.name, run_id) as run_id,
+        tracking.mlflow_run(experiment, run_name or strategy.name, run_id) as run_id,
         ExitStack() as experience0_lock,
     ):
-        params = tracking.flatten(config.to_dict()) | {"strategy": strategy.name}
-        params |= {f"strategy.{k}": v for k, v in strategy.params().items()}
-        params |= {"data.fingerprint": scenario.fingerprint, "device.resolved": str(device)}
-        params |= {f"data.size.{k}": v for k, v in scenario.sizes.items()}
-        params |= {"model.parameters": count_parameters(model)} | tracking.versions()
-        tracking.log_params(run_id, params)
         logger = tracking.MLflowLogger(run_id)
         film_stats = FiLMStatistics()
         evaluator = EvaluationPlugin(
@@ -174,12 +176,31 @@ def run(
             loggers=[logger],
         )
         key = checkpoints.experience0_key(config, scenario.fingerprint)
-        if config.train.reuse_experience0:
-            # Runs sharing experience 0 (a sweep's cells) wait here while one of them trains it.
-            experience0_lock.enter_context(checkpoints.locked(key))
-        cached = checkpoints.load(key) if config.train.reuse_experience0 else None
-        saver = checkpoints.SaveExperience0(key)
-        tracking.log_params(run_id, {"experience0.key": key, "experience0.cached": cached is not None})
+        reuse = config.train.reuse_experience0
+        if resume is None:
+            if reuse:
+                # Runs sharing experience 0 (a sweep's cells) wait here while one of them trains it.
+                experience0_lock.enter_context(checkpoints.locked(key))
+            cached = checkpoints.load(key) if reuse else None
+            meta = {
+                "experiment": experiment,
+                "run_name": run_name or strategy.name,
+                "tracking_uri": uri,
+                "config": config.to_dict(),
+                "strategy": {"spec": strategy_spec or strategy.name, "params": strategy.params()},
+            }
+            resume = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
+            params = tracking.flatten(config.to_dict()) | {"strategy": strategy.name}
+            params |= {f"strategy.{k}": v for k, v in strategy.params().items()}
+            params |= {"data.fingerprint": scenario.fingerprint, "device.resolved": str(device)}
+            params |= {f"data.size.{k}": v for k, v in scenario.sizes.items()}
+            params |= {"model.parameters": count_parameters(model)} | tracking.versions()
+            params |= {"experience0.key": key, "experience0.cached": cached is not None}
+            tracking.log_params(run_id, params)
+        else:
+            print(f"resuming run {run_id} at {_position(resume, scenario)}", file=sys.stderr)
+        experience0_trained = not resume.boundaries and config.train.epochs[0] > 0
+        checkpointer = checkpoints.Checkpointer(resume, key if reuse else None)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
         template = FiLMTemplate(
             model=model,
@@ -190,7 +211,7 @@ def run(
             eval_mb_size=config.train.eval_batch_size,
             device=device,
             plugins=[
-                saver,  # first: it must see experience 0's end before any strategy hook changes state
+                checkpointer,  # first: it must see an experience's end before any strategy hook changes state
                 *strategy.plugins(model),
                 *([ProgressBar(scenario.experience_names)] if progress else []),
             ],
@@ -202,30 +223,47 @@ def run(
             "num_workers": config.train.num_workers,
             "persistent_workers": config.train.num_workers > 0,
         }
+        finished = list(resume.boundaries)
         rows: list[list[float]] = []
         snapshots: list[dict[int, FiLMSnapshot]] = []
         type_rows: dict[tuple[str, str], dict[str, float]] = {}
-        for i, experience in enumerate(scenario.train_stream):
-            template.train_epochs = config.train.epochs[i]
-            if i > 0 and config.train.lr_finetune is not None:
-                for group in template.optimizer.param_groups:
-                    group["lr"] = config.train.lr_finetune
-            if i == 0 and cached is not None:
-                _replay_experience0(template, experience, cached, loader_args)
-            else:
+        try:
+            for i, experience in enumerate(scenario.train_stream):
+                template.train_epochs = config.train.epochs[i]
+                if i > 0 and config.train.lr_finetune is not None:
+                    for group in template.optimizer.param_groups:
+                        group["lr"] = config.train.lr_finetune
+                if i < len(finished):  # trained before (cache or checkpoint): only its end-of-experience hooks
+                    what = "replaying its end" if resumed else "reusing the cached model"
+                    print(f"experience {i} ({scenario.experience_names[i]}): {what}", file=sys.stderr)
+                    checkpointer.restore_at_start(finished[i])
+                    template.train_epochs = 0
+                elif resume.current is not None and resume.experience == i:
+                    checkpointer.restore_at_start(resume.current, resume.epochs_done)
+                    template.train_epochs -= resume.epochs_done
                 template.train(experience, **loader_args)
-            experience0_lock.close()
-            metrics = template.eval(scenario.test_stream, **loader_args)
-            rows.append([metrics[accuracy_key(j)] for j in range(len(scenario.test_stream))])
-            snapshots.append(film_stats.result())
-            for j, test_name in enumerate(scenario.experience_names):
-                row = {
-                    name: metrics[key]
-                    for name in scenario.type_names
-                    if (key := type_metric_name(TEST_STREAM, j, name)) in metrics
-                }
-                if len(row) > 1 or clevr_humans.HUMANS_TYPE not in row:
-                    type_rows[(scenario.experience_names[i], test_name)] = row
+                experience0_lock.close()
+                metrics = template.eval(scenario.test_stream, **loader_args)
+                checkpointer.experience_done(i)
+                rows.append([metrics[accuracy_key(j)] for j in range(len(scenario.test_stream))])
+                snapshots.append(film_stats.result())
+                for j, test_name in enumerate(scenario.experience_names):
+                    row = {
+                        name: metrics[key]
+                        for name in scenario.type_names
+                        if (key := type_metric_name(TEST_STREAM, j, name)) in metrics
+                    }
+                    if len(row) > 1 or clevr_humans.HUMANS_TYPE not in row:
+                        type_rows[(scenario.experience_names[i], test_name)] = row
+        except BaseException:
+            logger.flush()
+            if checkpoints.run_path(run_id).is_file():
+                print(
+                    f"run {run_id} saved at its last finished epoch; continue it with: "
+                    f"python -m clbench run --resume {run_id}",
+                    file=sys.stderr,
+                )
+            raise
         names = list(scenario.experience_names)
         accuracy = pd.DataFrame(rows, index=pd.Index(names, name="after"), columns=pd.Index(names, name="test"))
         per_type = pd.DataFrame.from_dict(type_rows, orient="index")
@@ -238,10 +276,11 @@ def run(
             majority_baseline={f"{k} (test)": v for k, v in scenario.majority_baseline.items()},
             wall_time_s=time.perf_counter() - started,
             sizes=scenario.sizes,
-            experience0_trained=cached is None and config.train.epochs[0] > 0,
+            experience0_trained=experience0_trained,
             **_film_tables(snapshots, names),
         )
         _log_result(run_id, result, config, strategy, model, logger)
+        checkpoints.delete_run(run_id)  # finished: the final model is an MLflow artifact now
     print(result.summary(), file=out)
     return result
 
@@ -268,14 +307,9 @@ def _film_tables(snapshots: list[dict[int, FiLMSnapshot]], names: list[str]) -> 
     return {"film": film, "film_drift": drift, "film_histograms": histograms.reset_index(drop=True)}
 
 
-def _replay_experience0(template, experience, cached: checkpoints.Experience0, loader_args: dict) -> None:
-    """Start from the cached CLEVR model: zero epochs, so only the end-of-experience hooks run."""
-    print("experience 0 (CLEVR): reusing the cached model", file=sys.stderr)
-    template.model.load_state_dict(cached.model)
-    template.train_epochs = 0
-    checkpoints.set_rng_state(cached.rng)
-    template.train(experience, **loader_args)
-    template.optimizer.load_state_dict(cached.optimizer)
+def _position(checkpoint: checkpoints.RunCheckpoint, scenario) -> str:
+    name = scenario.experience_names[min(checkpoint.experience, len(scenario.experience_names) - 1)]
+    return f"experience {checkpoint.experience} ({name}), after {checkpoint.epochs_done} finished epoch(s)"
 
 
 def summary_metrics(result: RunResult) -> dict[str, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -141,13 +142,61 @@ class MLflowLogger(BaseLogger):
         self.flush()
 
 
+PID_TAG, HOST_TAG = "clbench.pid", "clbench.host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but someone else's
+        return True
+    return True
+
+
+def end_orphaned_runs(experiment: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this machine whose process is gone (SIGKILL, power loss, OOM killer).
+
+    A killed process cannot end its own run; the next clbench command on the same store does it instead.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    host = socket.gethostname()
+    running = client.search_runs(
+        [found.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=1000,
+    )
+    ended = []
+    for run in running:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not _alive(int(pid)) and int(pid) != os.getpid():
+            try:
+                client.set_terminated(run.info.run_id, "KILLED")
+                ended.append(run.info.run_id)
+            except mlflow.exceptions.MlflowException:
+                continue
+    return ended
+
+
 @contextmanager
 def mlflow_run(experiment: str, run_name: str | None = None, run_id: str | None = None) -> Iterator[str]:
-    """Start (or resume) a run; end it FINISHED, KILLED on Ctrl-C, FAILED on any other error."""
+    """Start (or resume) a run; end it FINISHED, KILLED on Ctrl-C, FAILED on any other error.
+
+    The run is tagged with this process's id and host, so a later command can tell an orphaned run from a
+    live one (`end_orphaned_runs`).
+    """
     import mlflow
 
     mlflow.set_experiment(experiment)
     run = mlflow.start_run(run_id=run_id, run_name=run_name if run_id is None else None)
+    mlflow.set_tags({PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
     try:
         yield run.info.run_id
     except KeyboardInterrupt:
