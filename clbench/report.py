@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from clbench import plots, tracking
 from clbench.data.spec import QUESTION_TYPES
 from clbench.errors import ConfigError
+from clbench.paths import writable_folder
 
 CLEVR, HUMANS = "CLEVR", "CLEVR-Humans"  # the scenario's two experiences, as the runner names them
 FIGURES = ("accuracy_vs_fraction.png", "forgetting.png", "per_type_accuracy.png", "gamma_beta.png")
@@ -277,7 +278,7 @@ def build_report(runs: SweepRuns, out: Path, report_command: str = "") -> list[P
     drift = drift_table(cells)
     histograms = film_histograms(cells)
 
-    out.mkdir(parents=True, exist_ok=True)
+    writable_folder(out, "--out")
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
         cells.filter(regex=r"^(run_id|strategy|fraction|seed|accuracy/|forgetting/|bwt$)").to_csv(

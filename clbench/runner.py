@@ -152,9 +152,9 @@ def run(
     uri = tracking.tracking_uri(tracking_uri)
     tracking.configure(uri)
     experiment = experiment or clevr_humans.NAME
-    tracking.end_orphaned_runs(experiment)
     RNGManager.set_random_seeds(config.seed)
     scenario = build_scenario(config, progress)
+    tracking.end_orphaned_runs(experiment)  # after the data is known good: bad input leaves no store behind
     RNGManager.set_random_seeds(config.seed)
     model = build_model(config, scenario, device)
     resumed = resume is not None

@@ -31,10 +31,10 @@ def tracking_uri(explicit: str | None = None) -> str:
 
 
 def configure(uri: str) -> None:
-    """Point MLflow at `uri`, failing fast with one line where the store cannot be reached."""
+    """Point MLflow at `uri`, failing fast with one line where the store cannot be reached (checked first, so a
+    bad URI never becomes the process's tracking URI)."""
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -44,6 +44,7 @@ def configure(uri: str) -> None:
             )
     elif uri.startswith(("http://", "https://")):
         _check_server(uri)
+    mlflow.set_tracking_uri(uri)
 
 
 def _check_server(uri: str) -> None:

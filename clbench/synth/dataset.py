@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from clbench.data.spec import CLEVR_DIRNAME, HUMANS_DIRNAME, SPLITS
 from clbench.errors import ConfigError, DataError
+from clbench.paths import writable_folder
 from clbench.synth.humans import HumansEngine
 from clbench.synth.presets import PRESETS, SynthPreset
 from clbench.synth.questions import FAMILY_INDEX, QuestionEngine
@@ -246,7 +247,7 @@ def generate(
     preset = resolve_preset(preset)
     out = Path(out).expanduser().absolute()
     _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(out.parent, "--out")
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         counts = _write(staged, preset, seed, progress, _default_workers() if workers is None else workers)

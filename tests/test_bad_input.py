@@ -1,0 +1,183 @@
+"""The bad-input catalogue: every user mistake gets one line naming the problem and the fix, exit code 2, no
+traceback, and leaves no file, cache or tracking store behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clbench.cli import main
+
+Setup = Callable[[Path, Path], list[str]]  # (tmp folder, tiny dataset) → argv
+
+
+def _copy(tiny_root: Path, tmp: Path) -> Path:
+    """A private copy of the tiny dataset to damage."""
+    return Path(shutil.copytree(tiny_root, tmp / "data"))
+
+
+def _run(data: Path, *more: str) -> list[str]:
+    return ["run", "--preset", "tiny", "--data", str(data), "--no-progress", *more]
+
+
+def _damage_json(relative: str, edit: Callable[[str], str]) -> Setup:
+    def setup(tmp: Path, tiny_root: Path) -> list[str]:
+        data = _copy(tiny_root, tmp)
+        path = data / relative
+        path.write_text(edit(path.read_text()))
+        return _run(data)
+
+    return setup
+
+
+def _edit_first_question(relative: str, **changes: object) -> Setup:
+    def edit(text: str) -> str:
+        blob = json.loads(text)
+        blob["questions"][0].update(changes)
+        return json.dumps(blob)
+
+    return _damage_json(relative, edit)
+
+
+def _truncated_png(tmp: Path, tiny_root: Path) -> list[str]:
+    data = _copy(tiny_root, tmp)
+    image = sorted((data / "CLEVR_v1.0" / "images" / "train").glob("*.png"))[3]
+    image.write_bytes(image.read_bytes()[:100])
+    return _run(data)
+
+
+def _empty_folder(tmp: Path, tiny_root: Path) -> list[str]:
+    (tmp / "empty").mkdir()
+    return _run(tmp / "empty")
+
+
+def _no_humans(tmp: Path, tiny_root: Path) -> list[str]:
+    data = _copy(tiny_root, tmp)
+    shutil.rmtree(data / "CLEVR-Humans")
+    return _run(data)
+
+
+def _plugin(source: str, spec: str = "plugin.py:Mine") -> Setup:
+    def setup(tmp: Path, tiny_root: Path) -> list[str]:
+        (tmp / "plugin.py").write_text(source)
+        return _run(tiny_root, "--strategy", str(tmp / spec))
+
+    return setup
+
+
+def _file(name: str, text: str, *argv: str) -> Setup:
+    def setup(tmp: Path, tiny_root: Path) -> list[str]:
+        (tmp / name).write_text(text)
+        return [a.replace("{tmp}", str(tmp)).replace("{data}", str(tiny_root)) for a in argv]
+
+    return setup
+
+
+def _argv(*argv: str) -> Setup:
+    return lambda tmp, tiny_root: [a.replace("{tmp}", str(tmp)).replace("{data}", str(tiny_root)) for a in argv]
+
+
+HUMANS_TRAIN = "CLEVR-Humans/CLEVR-Humans-train.json"
+CLEVR_TRAIN = "CLEVR_v1.0/questions/CLEVR_train_questions.json"
+RUN = ("run", "--preset", "tiny", "--data", "{data}", "--no-progress")
+
+CATALOGUE: dict[str, tuple[Setup, str]] = {
+    # data
+    "missing data folder": (_argv("run", "--data", "{tmp}/nowhere", "--preset", "tiny"), "does not exist"),
+    "empty data folder": (_empty_folder, "CLEVR_v1.0"),
+    "no CLEVR-Humans folder": (_no_humans, "has no CLEVR-Humans/ folder"),
+    "truncated questions JSON": (_damage_json(CLEVR_TRAIN, lambda t: t[: len(t) // 2]), "CLEVR_train_questions.json"),
+    "corrupt CLEVR-Humans JSON": (_damage_json(HUMANS_TRAIN, lambda t: "{not json" + t), "CLEVR-Humans-train.json"),
+    "truncated PNG": (_truncated_png, ".png"),
+    "question naming a missing image": (
+        _edit_first_question(HUMANS_TRAIN, image_filename="CLEVR_train_999999.png"),
+        "CLEVR_train_999999.png",
+    ),
+    "unknown answer": (_edit_first_question(HUMANS_TRAIN, answer="purple elephant"), "purple elephant"),
+    "data check on a missing folder": (_argv("data", "check", "{tmp}/nowhere"), "does not exist"),
+    # values
+    "fraction 0": (_argv(*RUN, "--fraction", "0"), "outside (0, 1]"),
+    "fraction 1.5": (_argv(*RUN, "--fraction", "1.5"), "outside (0, 1]"),
+    "fraction -1": (_argv(*RUN, "--fraction", "-1"), "outside (0, 1]"),
+    "fraction abc": (_argv(*RUN, "--fraction", "abc"), "not a number"),
+    "unknown preset": (_argv("run", "--preset", "huge"), "unknown preset 'huge'"),
+    "epochs not a number": (_argv(*RUN, "--epochs", "x"), "not integers"),
+    "negative epochs": (_argv(*RUN, "--epochs", "-1"), "≥ 0"),
+    "unknown subcommand": (_argv("frobnicate"), "invalid choice"),
+    # strategies and plugins
+    "unknown strategy": (_argv(*RUN, "--strategy", "ewk"), "did you mean 'ewc'"),
+    "plugin file with a syntax error": (_plugin("class Mine(:\n"), "syntax error"),
+    "plugin file without the class": (_plugin("X = 1\n"), "no class 'Mine'"),
+    "plugin class that is not a strategy": (_plugin("class Mine:\n    pass\n"), "not a Strategy subclass"),
+    "missing plugin file": (_argv(*RUN, "--strategy", "{tmp}/nothing.py:Mine"), "does not exist"),
+    "unknown strategy parameter": (_argv(*RUN, "--strategy", "ewc", "--set", "ewc_lamda=1"), "did you mean"),
+    "strategy parameter of the wrong type": (_argv(*RUN, "--strategy", "ewc", "--set", "ewc_lambda=lots"), "float"),
+    "strategy parameter out of range": (_argv(*RUN, "--strategy", "ewc", "--set", "ewc_lambda=-1"), "negative"),
+    "--set without =": (_argv(*RUN, "--set", "no_equals_sign"), "is not key=value"),
+    "unknown config key": (_argv(*RUN, "--set", "train.nope=1"), "unknown key 'nope'"),
+    "config value of the wrong type": (_argv(*RUN, "--set", "train.lr=fast"), "train.lr"),
+    # files, stores, devices
+    "bad YAML config": (_file("bad.yaml", "train: {lr: [1,\n", *RUN, "--config", "{tmp}/bad.yaml"), "not valid YAML"),
+    "config file that is not a mapping": (_file("list.yaml", "- 1\n", *RUN, "--config", "{tmp}/list.yaml"), "mapping"),
+    "missing config file": (_argv(*RUN, "--config", "{tmp}/missing.yaml"), "does not exist"),
+    "unwritable tracking store folder": (
+        _file("afile", "", *RUN, "--tracking-uri", "sqlite:///{tmp}/afile/mlflow.db"),
+        "cannot write the MLflow store",
+    ),
+    "unreachable tracking server": (_argv(*RUN, "--tracking-uri", "http://127.0.0.1:9"), "cannot be reached"),
+    "unwritable report folder": (_file("afile", "", "report", "--out", "{tmp}/afile/report"), "cannot write"),
+    "unwritable generate folder": (
+        _file("afile", "", "data", "generate", "--preset", "tiny", "--out", "{tmp}/afile/data"),
+        "cannot write",
+    ),
+    "CUDA asked for where there is none": (_argv(*RUN, "--device", "cuda"), "no CUDA GPU"),
+    # sweeps, reports, resume
+    "sweep fraction 1.5": (_argv("sweep", "--preset", "tiny", "--fractions", "0.5,1.5"), "outside (0, 1]"),
+    "sweep seeds not integers": (_argv("sweep", "--preset", "tiny", "--seeds", "0,x"), "not int"),
+    "sweep with no jobs": (_argv("sweep", "--preset", "tiny", "--jobs", "0"), "--jobs 0"),
+    "sweep with an unknown strategy": (_argv("sweep", "--preset", "tiny", "--strategies", "naive,ewk"), "did you mean"),
+    "report with no sweep": (_argv("report", "--experiment", "none", "--out", "{tmp}/out"), "no sweep found"),
+    "resume with nothing to resume": (_argv("run", "--resume"), "no interrupted run to resume"),
+    "resume of an unknown run": (_argv("run", "--resume", "0123abcd"), "no checkpoint for run 0123abcd"),
+}
+
+
+def _files(*folders: Path) -> set[Path]:
+    return {p for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("case", list(CATALOGUE))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing_behind(case, tiny_root, tmp_path, monkeypatch, capsys):
+    setup, message = CATALOGUE[case]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # the default MLflow store and report folder would land here
+    monkeypatch.setenv("CLBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLBENCH_DATA_HOME", str(tmp_path / "home"))
+    argv = setup(tmp_path, tiny_root)
+    before = _files(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert message in err, err
+    assert " — " in err or ";" in err or ":" in err  # the problem, then the fix
+    left = sorted(str(p.relative_to(tmp_path)) for p in _files(tmp_path) - before)
+    assert left == [], f"left behind: {left}"
+
+
+def test_the_catalogue_is_at_least_25_mistakes():
+    assert len(CATALOGUE) >= 25
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from clbench.errors import ClbenchError
+
+    with pytest.raises(ClbenchError):
+        main(["--debug", "run", "--fraction", "1.5"])
+    assert os.listdir(tmp_path) == []
