@@ -39,7 +39,14 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
     import mlflow
     from mlflow import MlflowClient
 
-    tracking.configure(tracking.tracking_uri(tracking_uri))
+    uri = tracking.tracking_uri(tracking_uri)
+    store = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and not store.is_file():  # reading must not create an empty store
+        raise ConfigError(
+            f"no MLflow store at {store}",
+            "run `python -m clbench sweep` here first, or pass the store with --tracking-uri",
+        )
+    tracking.configure(uri)
     client = MlflowClient()
     if sweep_id is None:
         found = client.get_experiment_by_name(experiment)

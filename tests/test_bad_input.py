@@ -62,6 +62,14 @@ def _no_humans(tmp: Path, tiny_root: Path) -> list[str]:
     return _run(data)
 
 
+def _empty_store(tmp: Path, tiny_root: Path) -> list[str]:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp / 'store.db'}"
+    MlflowClient(uri).create_experiment("clevr-humans", artifact_location=str(tmp / "artifacts"))
+    return ["report", "--tracking-uri", uri, "--out", str(tmp / "out")]
+
+
 def _plugin(source: str, spec: str = "plugin.py:Mine") -> Setup:
     def setup(tmp: Path, tiny_root: Path) -> list[str]:
         (tmp / "plugin.py").write_text(source)
@@ -141,7 +149,8 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     "sweep seeds not integers": (_argv("sweep", "--preset", "tiny", "--seeds", "0,x"), "not int"),
     "sweep with no jobs": (_argv("sweep", "--preset", "tiny", "--jobs", "0"), "--jobs 0"),
     "sweep with an unknown strategy": (_argv("sweep", "--preset", "tiny", "--strategies", "naive,ewk"), "did you mean"),
-    "report with no sweep": (_argv("report", "--experiment", "none", "--out", "{tmp}/out"), "no sweep found"),
+    "report with no store": (_argv("report", "--out", "{tmp}/out"), "no MLflow store at"),
+    "report with no sweep in the store": (_empty_store, "no sweep found"),
     "resume with nothing to resume": (_argv("run", "--resume"), "no interrupted run to resume"),
     "resume of an unknown run": (_argv("run", "--resume", "0123abcd"), "no checkpoint for run 0123abcd"),
 }

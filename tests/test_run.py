@@ -133,32 +133,7 @@ def test_mlflow_holds_params_stepped_metrics_and_artifacts(tiny_config, tracking
     assert client.get_run(result.run_id).info.status == "FINISHED"
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["run", "--strategy", "ewk"], "unknown strategy 'ewk'; did you mean 'ewc'"),
-        (["run", "--strategy", "ewc", "--set", "ewc_lambda=lots"], "not a valid float"),
-        (["run", "--set", "no_equals_sign"], "is not key=value"),
-        (["run", "--set", "train.nope=1"], "unknown key 'nope'"),
-        (["run", "--fraction", "0"], "outside (0, 1]"),
-        (["run", "--fraction", "1.5"], "outside (0, 1]"),
-        (["run", "--fraction", "-1"], "outside (0, 1]"),
-        (["run", "--fraction", "abc"], "not a number"),
-        (["run", "--preset", "huge"], "unknown preset 'huge'"),
-        (["run", "--epochs", "x"], "not integers"),
-        (["run", "--data", "/no/such/folder", "--preset", "tiny"], "does not exist"),
-        (["frobnicate"], "invalid choice"),
-    ],
-)
-def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and message in err
-    assert "Traceback" not in err
-
-
-def test_config_file_sets_fields_and_bad_yaml_exits_2(capsys, tmp_path, monkeypatch):
+def test_config_file_sets_fields_and_bad_yaml_names_its_line(capsys, tmp_path, monkeypatch):
     from clbench import config as cfg
 
     good = tmp_path / "run.yaml"
@@ -167,10 +142,5 @@ def test_config_file_sets_fields_and_bad_yaml_exits_2(capsys, tmp_path, monkeypa
     assert loaded.train.lr == 0.005 and loaded.model.module_dim == 12
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text("train: {lr: [1,\n")
-    for args, message in [
-        (["run", "--config", "bad.yaml"], "is not valid YAML at line 2"),
-        (["run", "--config", "missing.yaml"], "does not exist"),
-    ]:
-        assert main(args) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and message in err and "\n" not in err
+    assert main(["run", "--config", "bad.yaml"]) == 2
+    assert "is not valid YAML at line 2" in capsys.readouterr().err  # the whole catalogue: test_bad_input.py

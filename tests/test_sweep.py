@@ -163,8 +163,8 @@ def test_sweep_cli_exits_1_when_a_cell_failed_and_2_on_bad_lists(tiny_root, tmp_
     assert not (tmp_path / "mlflow.db").exists() or os.path.getsize(tmp_path / "mlflow.db") > 0
 
 
-def test_report_without_a_sweep_says_how_to_make_one(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(["report", "--experiment", "nothing-here", "--out", str(tmp_path / "out")]) == 2
-    assert "no sweep found" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+def test_report_without_a_sweep_says_how_to_make_one(swept, tmp_path, capsys):
+    _, _, store, _ = swept
+    assert main(["report", "--tracking-uri", store, "--experiment", "nothing-here", "--out", str(tmp_path / "o")]) == 2
+    assert "no sweep found in MLflow experiment 'nothing-here'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
