@@ -154,7 +154,8 @@ def run(
     experiment = experiment or clevr_humans.NAME
     RNGManager.set_random_seeds(config.seed)
     scenario = build_scenario(config, progress)
-    tracking.end_orphaned_runs(experiment)  # after the data is known good: bad input leaves no store behind
+    tracking.prepare_store(uri)  # after the data is known good: bad input leaves no store behind
+    tracking.end_orphaned_runs(experiment)
     RNGManager.set_random_seeds(config.seed)
     model = build_model(config, scenario, device)
     resumed = resume is not None

@@ -135,6 +135,7 @@ def sweep(
     uri = tracking.tracking_uri(tracking_uri)
     tracking.configure(uri)
     _check_strategies(spec)
+    tracking.prepare_store(uri)
     experiment = experiment or clevr_humans.NAME
     client = MlflowClient()
     parent_id, done = _parent_run(client, spec, experiment, command)

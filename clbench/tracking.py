@@ -47,6 +47,28 @@ def configure(uri: str) -> None:
     mlflow.set_tracking_uri(uri)
 
 
+def prepare_store(uri: str) -> None:
+    """Create a SQLite store's schema once, under a lock: processes that start together (a sweep's workers,
+    parallel runs) would otherwise race through MLflow's migrations and fail. Called just before the first
+    write, so bad input found earlier leaves no store behind."""
+    if not uri.startswith("sqlite:///"):
+        return
+    from mlflow import MlflowClient
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): start runs on a new store one at a time
+        MlflowClient(uri).search_experiments(max_results=1)
+        return
+    with path.open("a") as handle:  # flock is independent of SQLite's own fcntl record locks
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _check_server(uri: str) -> None:
     import urllib.error
     import urllib.request
