@@ -53,6 +53,7 @@ def experience0_key(config: RunConfig, data_fingerprint: str) -> str:
             "lr": train.lr,
             "weight_decay": train.weight_decay,
             "amp": train.amp,
+            **({"compile": True} if train.compile else {}),  # only when on: older cache keys stay valid
         },
         "seed": config.seed,
     }

@@ -46,6 +46,7 @@ class TrainConfig:
     num_workers: int = 0
     amp: str = "auto"  # auto: bf16 on CUDA where supported, else fp16; off on CPU. Or off|bf16|fp16.
     reuse_experience0: bool = True  # start from the cached CLEVR model when one matches (see checkpoints.py)
+    compile: bool = False  # torch.compile the model's forward (pays a compile on first use; mostly for GPUs)
 
 
 @dataclass(frozen=True)

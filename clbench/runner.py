@@ -125,7 +125,10 @@ def build_model(config: RunConfig, scenario: clevr_humans.ClevrHumansScenario, d
     model = FiLM(scenario.clevr_vocab_size, len(scenario.answers), config.model)
     if config.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model.to(device)
+    model = model.to(device)
+    if config.train.compile:
+        model.compile(dynamic=True)  # in place: parameter names, state dicts and checkpoints stay the same
+    return model
 
 
 def run(

@@ -46,6 +46,7 @@ def test_cache_key_changes_with_every_input_to_experience0_and_nothing_else(conf
         checkpoints.experience0_key(replace(config, train=replace(config.train, lr=0.5)), "data-a"),
         checkpoints.experience0_key(replace(config, train=replace(config.train, epochs=(3, 1))), "data-a"),
         checkpoints.experience0_key(replace(config, train=replace(config.train, batch_size=7)), "data-a"),
+        checkpoints.experience0_key(replace(config, train=replace(config.train, compile=True)), "data-a"),
     ]
     assert len({key, *changed}) == len(changed) + 1
     unchanged = [

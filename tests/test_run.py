@@ -144,3 +144,13 @@ def test_config_file_sets_fields_and_bad_yaml_names_its_line(capsys, tmp_path, m
     (tmp_path / "bad.yaml").write_text("train: {lr: [1,\n")
     assert main(["run", "--config", "bad.yaml"]) == 2
     assert "is not valid YAML at line 2" in capsys.readouterr().err  # the whole catalogue: test_bad_input.py
+
+
+@pytest.mark.slow
+def test_a_compiled_model_trains_and_checkpoints_like_an_eager_one(tiny_config, tracking_store):
+    compiled = replace(tiny_config, train=replace(tiny_config.train, compile=True))
+    naive = instantiate(resolve("naive"), {})
+    result = run(compiled, naive, tracking_uri=tracking_store, progress=False, out=io.StringIO())
+    assert result.accuracy.shape == (2, 2)
+    weights = MlflowClient(tracking_store).download_artifacts(result.run_id, "model.pt")
+    assert not any(k.startswith("_orig_mod") for k in torch.load(weights, weights_only=True))
