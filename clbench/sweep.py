@@ -284,18 +284,19 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
     started = time.perf_counter()
     tracking.configure(uri)
     client = MlflowClient()
-    child = client.create_run(
-        client.get_run(parent_id).info.experiment_id,
-        run_name=cell.label,
-        tags={PARENT_TAG: parent_id, CELL_TAG: cell.key, "clbench.kind": "cell"},
-    )
-    run_id = child.info.run_id
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    resume = _interrupted(client, experiment_id, parent_id, cell)
+    if resume is not None:
+        run_id = resume.run_id  # an earlier attempt left a checkpoint: continue it, in its own run
+    else:
+        tags = {PARENT_TAG: parent_id, CELL_TAG: cell.key, "clbench.kind": "cell"}
+        run_id = client.create_run(experiment_id, run_name=cell.label, tags=tags).info.run_id
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             config = replace(spec.config, seed=cell.seed, data=replace(spec.config.data, fraction=cell.fraction))
             strategy = instantiate(resolve(cell.strategy), spec.strategy_sets)
-            result = run(config, strategy, experiment=experiment, progress=False, run_id=run_id)
+            result = run(config, strategy, experiment=experiment, progress=False, run_id=run_id, resume=resume)
     except Exception as exc:
         error = exc.one_line() if isinstance(exc, ClbenchError) else f"{type(exc).__name__}: {exc}"
         log.write(traceback.format_exc())
@@ -312,6 +313,22 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
         figures=summary_metrics(result),
         wall_time_s=time.perf_counter() - started,
     )
+
+
+def _interrupted(client, experiment_id: str, parent_id: str, cell: Cell):
+    """The checkpoint of this cell's latest unfinished run (killed, failed, or orphaned), if it left one."""
+    from clbench import checkpoints
+
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and tags.`{CELL_TAG}` = '{cell.key}' "
+        "and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs and checkpoints.run_path(runs[0].info.run_id).is_file():
+        return checkpoints.load_run(runs[0].info.run_id)
+    return None
 
 
 def _describe(outcome: CellOutcome) -> str:

@@ -20,6 +20,7 @@ from clbench.sweep import CELL_TAG, ERROR_TAG, PARENT_TAG, SweepSpec, sweep
 EXPERIMENT = "sweep-test"
 
 FAILING_STRATEGY = """
+import os
 from dataclasses import dataclass
 
 from avalanche.training.plugins import SupervisedPlugin
@@ -29,7 +30,7 @@ from clbench import Strategy
 
 class Explode(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs):
-        if strategy.experience.current_experience == 1:
+        if strategy.experience.current_experience == 1 and os.environ.get("CLBENCH_TEST_EXPLODE"):
             raise RuntimeError("boom in experience 1")
 
 
@@ -127,10 +128,11 @@ def test_report_files_hold_the_numbers_of_the_runs(swept, tmp_path: Path):
     assert not any(p.name.startswith(".report-") for p in (tmp_path / "report").iterdir())
 
 
-def test_a_failed_cell_is_recorded_and_the_sweep_goes_on(tiny_root: Path, tmp_path: Path, monkeypatch):
+def test_a_failed_cell_is_recorded_the_sweep_goes_on_and_a_rerun_resumes_it(tiny_root, tmp_path, monkeypatch):
     plugin = tmp_path / "exploding.py"
     plugin.write_text(FAILING_STRATEGY)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLBENCH_TEST_EXPLODE", "1")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = _spec(tiny_root, strategies=(f"{plugin}:Exploding", "naive"), fractions=(1.0,), seeds=(0,))
     result = sweep(spec, jobs=1, experiment=EXPERIMENT, tracking_uri=store, progress=False, out=io.StringIO())
@@ -142,11 +144,21 @@ def test_a_failed_cell_is_recorded_and_the_sweep_goes_on(tiny_root: Path, tmp_pa
     assert failed.info.status == "FAILED" and "boom" in failed.data.tags[ERROR_TAG]
     assert client.get_run(by_strategy["naive"].run_id).info.status == "FINISHED"
 
+    monkeypatch.delenv("CLBENCH_TEST_EXPLODE")  # the cause is fixed: the same sweep again
+    again = sweep(spec, jobs=1, experiment=EXPERIMENT, tracking_uri=store, progress=False, out=io.StringIO())
+    retried = {o.cell.strategy.split(":")[-1]: o for o in again.outcomes}
+    assert retried["naive"].status == "SKIPPED"
+    assert retried["Exploding"].status == "FINISHED"
+    assert retried["Exploding"].run_id == failed.info.run_id  # continued from its checkpoint, in its own run
+    assert not retried["Exploding"].experience0_trained
+    assert client.get_run(failed.info.run_id).info.status == "FINISHED"
+
 
 def test_sweep_cli_exits_1_when_a_cell_failed_and_2_on_bad_lists(tiny_root, tmp_path, monkeypatch, capsys):
     plugin = tmp_path / "exploding.py"
     plugin.write_text(FAILING_STRATEGY)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLBENCH_TEST_EXPLODE", "1")
     common = ["sweep", "--preset", "tiny", "--data", str(tiny_root), "--no-progress", "--experiment", EXPERIMENT]
     assert main([*common, "--strategies", f"{plugin}:Exploding", "--fractions", "1", "--seeds", "0"]) == 1
     assert "1 failed" in capsys.readouterr().out
