@@ -73,8 +73,8 @@ class QuestionTypeAccuracy(PluginMetric[dict[str, float]]):
 # --- gamma/beta: how FiLM conditions the network (the paper's Section 7.1 and Figure 5) ----------------------
 
 NEAR_ZERO = 0.05  # |value| below this counts as "zero": the paper's sharp peak, a feature map switched off
-HISTOGRAM_RANGE = (-5.0, 5.0)
-HISTOGRAM_BINS = 200
+HISTOGRAM_RANGE = (-10.0, 10.0)  # fine-tuned generators spread gamma/beta to a std of ~4
+HISTOGRAM_BINS = 400
 PARAMETERS = ("gamma", "beta")
 
 

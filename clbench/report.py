@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class SweepRuns:
     experiment: str
     command: str
     cells: pd.DataFrame  # columns: run_id, strategy, fraction, seed, and every metric under its MLflow name
+    sweep_metrics: dict[str, float] = field(default_factory=dict)  # the parent's: wall time, experience-0 count
 
 
 def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str | None = None) -> SweepRuns:
@@ -93,7 +94,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
     metrics = frame.filter(like="metrics.").rename(columns=lambda c: c.removeprefix("metrics."))
     cells = pd.concat([cells, metrics], axis=1).sort_values(["strategy", "fraction", "seed"]).reset_index(drop=True)
     command = parent.data.tags.get("clbench.command", "")
-    return SweepRuns(parent.info.run_id, experiment, command, cells)
+    return SweepRuns(parent.info.run_id, experiment, command, cells, dict(parent.data.metrics))
 
 
 def _mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, str]) -> pd.DataFrame:
@@ -358,6 +359,15 @@ def summary_markdown(
     ]
     if runs.command:
         lines += ["Produced by:", "", "```", runs.command, *([report_command] if report_command else []), "```", ""]
+    timing = runs.sweep_metrics
+    if "sweep/wall_time_s" in timing:
+        lines += [
+            f"Its last invocation ran {timing.get('sweep/cells_run', 0):.0f} cells in "
+            f"{timing['sweep/wall_time_s'] / 60:.1f} min and trained experience 0 "
+            f"{timing.get('sweep/experience0_trained', 0):.0f} times (once per seed; every other cell started "
+            "from the cached CLEVR model).",
+            "",
+        ]
     lines += [
         "## Before fine-tuning (the CLEVR model, experience 0)",
         "",

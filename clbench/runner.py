@@ -353,7 +353,8 @@ def _log_result(
         if not result.film.empty:
             result.film.to_csv(folder / "film_stats.csv")
             result.film_histograms.to_csv(folder / "film_histograms.csv", index=False)
-            plots.save(plots.gamma_beta(result.film_histograms, hue="after"), folder / "gamma_beta.png")
+            figure = plots.gamma_beta(result.film_histograms, hue="after", reference=result.accuracy.index[0])
+            plots.save(figure, folder / "gamma_beta.png")
         if not result.film_drift.empty:
             result.film_drift.to_csv(folder / "film_drift.csv")
         resolved = {"config": config.to_dict(), "strategy": {"name": strategy.name, **strategy.params()}}
