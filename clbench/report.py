@@ -183,6 +183,8 @@ def film_histograms(cells: pd.DataFrame) -> pd.DataFrame:
 
     client = MlflowClient()
     last = cells[cells["fraction"] == cells["fraction"].max()]
+    order = {s: i for i, s in enumerate(strategy_order(last))}
+    last = last.sort_values("strategy", key=lambda column: column.map(order), kind="stable")  # colours as elsewhere
     frames = []
     with tempfile.TemporaryDirectory() as tmp:
         for row in last.itertuples():
@@ -256,10 +258,11 @@ def per_type_figure(table: pd.DataFrame) -> Figure:
     width = 0.8 / len(table.columns)
     x = np.arange(len(table.index))
     for k, column in enumerate(table.columns):
-        ax.bar(x + (k - (len(table.columns) - 1) / 2) * width, 100 * table[column], width, label=column)
+        colour = "0.35" if k == 0 else f"C{k - 1}"  # before fine-tuning in grey, strategies as in the other plots
+        ax.bar(x + (k - (len(table.columns) - 1) / 2) * width, 100 * table[column], width, label=column, color=colour)
     ax.set_xticks(x, table.index)
     ax.set_ylabel("CLEVR val accuracy (%)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Per question type, before fine-tuning and after it (largest fraction, mean over seeds)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return figure
