@@ -169,6 +169,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing_behind(case, tiny_root,
     monkeypatch.setenv("CLBENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CLBENCH_DATA_HOME", str(tmp_path / "home"))
     argv = setup(tmp_path, tiny_root)
+    capsys.readouterr()  # what the setup printed is not the command's output
     before = _files(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
