@@ -92,8 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sweep = commands.add_parser("sweep", help="run strategies × fractions × seeds as one MLflow parent run")
-    sweep.add_argument("--strategies", default=DEFAULT_STRATEGIES, help=f"(default: {DEFAULT_STRATEGIES})")
-    sweep.add_argument("--fractions", default=DEFAULT_FRACTIONS, help=f"(default: {DEFAULT_FRACTIONS})")
+    sweep.add_argument(
+        "--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated (default: {DEFAULT_STRATEGIES})"
+    )
+    sweep.add_argument(
+        "--fractions", default=DEFAULT_FRACTIONS, help=f"shares in (0, 1] (default: {DEFAULT_FRACTIONS})"
+    )
     sweep.add_argument("--seeds", default="0,1,2", help="comma-separated (default: 0,1,2)")
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once, each in its own process (default: 1)")
     _add_shared_run_options(sweep)
