@@ -176,19 +176,27 @@ def sweep(
         _close_parent(client, parent_id, result, status)
     print(_tally(result), file=out)
     if result.count("FINISHED") + result.count("SKIPPED"):
-        _report_to_parent(parent_id, experiment, out)
+        _report_to_parent(parent_id, experiment, uri, out)
     return result
 
 
-def _report_to_parent(parent_id: str, experiment: str, out) -> None:
-    """The sweep's report, logged beside its runs; `clbench report --out DIR` writes the same files to DIR."""
+def _report_to_parent(parent_id: str, experiment: str, uri: str, out) -> None:
+    """The sweep's report, logged beside its runs; `clbench report --out DIR` writes the same files to DIR.
+
+    The cells' results are safe in MLflow whatever happens here, so a report that fails only says so.
+    """
     import tempfile
     from pathlib import Path
 
     from clbench.report import build_report, load_sweep
 
-    with tempfile.TemporaryDirectory() as tmp:
-        build_report(load_sweep(experiment, parent_id), Path(tmp))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            build_report(load_sweep(experiment, parent_id, uri), Path(tmp))
+    except Exception as exc:
+        reason = exc.one_line() if isinstance(exc, ClbenchError) else f"{type(exc).__name__}: {exc}"
+        print(f"the report could not be built ({reason}); retry with: python -m clbench report", file=out)
+        return
     print("report logged to the parent run; write it out with: python -m clbench report --out results/", file=out)
 
 
