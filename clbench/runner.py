@@ -253,9 +253,9 @@ def run(
                 snapshots.append(film_stats.result())
                 for j, test_name in enumerate(scenario.experience_names):
                     row = {
-                        name: metrics[key]
+                        name: metrics[metric]
                         for name in scenario.type_names
-                        if (key := type_metric_name(TEST_STREAM, j, name)) in metrics
+                        if (metric := type_metric_name(TEST_STREAM, j, name)) in metrics
                     }
                     if len(row) > 1 or clevr_humans.HUMANS_TYPE not in row:
                         type_rows[(scenario.experience_names[i], test_name)] = row
