@@ -30,6 +30,7 @@ from avalanche.training.plugins import SupervisedPlugin
 
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
+from clbench.paths import replace_atomically
 
 FORMAT_VERSION = 1
 
@@ -119,15 +120,7 @@ class TrainingState:
 
 
 def _save_atomic(blob: dict[str, Any], path: Path) -> Path:
-    """Write a temporary file, then rename: a killed process never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return replace_atomically(path, lambda tmp: torch.save(blob, tmp))
 
 
 def _load(path: Path) -> dict[str, Any]:

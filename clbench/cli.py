@@ -226,21 +226,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from clbench.paths import writable_folder
     from clbench.report import build_report, load_sweep
 
-    if not _creatable(args.out):
-        writable_folder(args.out, "--out")  # raises its one-line error before any work, creating nothing
+    writable_folder(args.out, "--out", create=False)  # before any work; build_report makes it
     runs = load_sweep(args.experiment or "clevr-humans", args.sweep, args.tracking_uri)
     written = build_report(runs, args.out, report_command=_command_line())
     print(f"wrote {len(written)} files to {args.out} (and to the parent run {runs.parent_id} in MLflow)")
     print((args.out / "summary.md").read_text())
     return 0
-
-
-def _creatable(path: Path) -> bool:
-    """True if `path` exists as a folder, or could be made (its nearest existing ancestor is a writable folder)."""
-    for folder in (path, *path.absolute().parents):
-        if folder.exists():
-            return folder.is_dir() and os.access(folder, os.W_OK)
-    return False
 
 
 def _command_line() -> str:

@@ -7,7 +7,6 @@ index so the embedding rows a model already learned stay where they are.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 from clbench.data import spec
 from clbench.errors import DataError
+from clbench.paths import replace_atomically
 
 __all__ = [
     "END",
@@ -171,15 +171,13 @@ class Vocabs:
     def save(self, path: Path) -> None:
         """Write atomically, so a crash never leaves half a vocabulary for the next run to read."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "question_token_to_idx": self.question.token_to_idx,
             "program_token_to_idx": self.program.token_to_idx,
             "answer_token_to_idx": self.answer.token_to_idx,
         }
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        text = json.dumps(data, indent=1) + "\n"
+        replace_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: Path) -> Vocabs:
