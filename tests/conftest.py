@@ -17,6 +17,13 @@ def _isolated_homes(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: without this, a test's default store would be
+    whichever store an earlier test configured last (a stopped server, another test's folder)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from clbench.synth import generate
