@@ -19,6 +19,7 @@ from clbench import plots, tracking
 from clbench.data.spec import QUESTION_TYPES
 from clbench.errors import ConfigError
 from clbench.paths import writable_folder
+from clbench.tracking import CELL_TAG, COMMAND_TAG, KIND_TAG, PARENT_TAG
 
 CLEVR, HUMANS = "CLEVR", "CLEVR-Humans"  # the scenario's two experiences, as the runner names them
 FIGURES = ("accuracy_vs_fraction.png", "forgetting.png", "per_type_accuracy.png", "gamma_beta.png")
@@ -54,7 +55,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
         parents = (
             client.search_runs(
                 [found.experiment_id],
-                filter_string="tags.`clbench.kind` = 'sweep'",
+                filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
                 order_by=["attributes.start_time DESC"],
                 max_results=1,
             )
@@ -74,7 +75,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
             raise ConfigError(f"no run {sweep_id!r} in the tracking store", "pass a sweep's parent run id") from None
     frame = mlflow.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
+        filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time ASC"],
         max_results=50000,
     )
@@ -82,7 +83,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
         raise ConfigError(
             f"sweep {parent.info.run_id} has no finished cells yet", "let the sweep finish, or re-run it to resume"
         )
-    frame = frame.drop_duplicates("tags.clbench.cell", keep="last")
+    frame = frame.drop_duplicates(f"tags.{CELL_TAG}", keep="last")
     cells = pd.DataFrame(
         {
             "run_id": frame["run_id"],
@@ -93,7 +94,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
     )
     metrics = frame.filter(like="metrics.").rename(columns=lambda c: c.removeprefix("metrics."))
     cells = pd.concat([cells, metrics], axis=1).sort_values(["strategy", "fraction", "seed"]).reset_index(drop=True)
-    command = parent.data.tags.get("clbench.command", "")
+    command = parent.data.tags.get(COMMAND_TAG, "")
     return SweepRuns(parent.info.run_id, experiment, command, cells, dict(parent.data.metrics))
 
 

@@ -28,12 +28,8 @@ from clbench import tracking
 from clbench.config import RunConfig
 from clbench.console import init_worker
 from clbench.errors import ClbenchError, ConfigError
+from clbench.tracking import CELL_TAG, COMMAND_TAG, ERROR_TAG, KIND_TAG, PARENT_TAG, SWEEP_TAG
 from scenarios import clevr_humans
-
-SWEEP_TAG = "clbench.sweep"  # on the parent: the sweep's key
-CELL_TAG = "clbench.cell"  # on each child: strategy|fraction|seed
-ERROR_TAG = "clbench.error"
-PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs under
 
 
 @dataclass(frozen=True)
@@ -64,15 +60,19 @@ class SweepSpec:
     def cells(self) -> list[Cell]:
         return [Cell(s, f, seed) for seed, s, f in itertools.product(self.seeds, self.strategies, self.fractions)]
 
-    def key(self) -> str:
+    def shared_config(self) -> dict:
+        """The config every cell shares: all of it but the seed and the fraction, which the grid sets."""
         base = self.config.to_dict()
-        base.pop("seed", None)
-        base["data"].pop("fraction", None)
+        base.pop("seed")
+        base["data"].pop("fraction")
+        return base
+
+    def key(self) -> str:
         identity = {
             "strategies": self.strategies,
             "fractions": self.fractions,
             "seeds": self.seeds,
-            "config": base,
+            "config": self.shared_config(),
             "sets": self.strategy_sets,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -227,18 +227,16 @@ def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple
         parent = client.create_run(
             experiment_id,
             run_name=f"sweep {len(spec.strategies)}×{len(spec.fractions)}×{len(spec.seeds)}",
-            tags={SWEEP_TAG: key, "clbench.kind": "sweep", "clbench.command": command},
+            tags={SWEEP_TAG: key, KIND_TAG: "sweep", COMMAND_TAG: command},
         )
         parent_id = parent.info.run_id
-        params = tracking.flatten(spec.config.to_dict()) | {
+        params = tracking.flatten(spec.shared_config()) | {
             "sweep.strategies": ",".join(spec.strategies),
             "sweep.fractions": ",".join(f"{f:g}" for f in spec.fractions),
             "sweep.seeds": ",".join(str(s) for s in spec.seeds),
             "sweep.key": key,
         }
         params |= {f"strategy.{k}": v for k, v in spec.strategy_sets.items()}
-        params.pop("seed", None)
-        params.pop("data.fraction", None)
         tracking.log_params(parent_id, params | tracking.versions())
     return parent_id, finished_cells(client, experiment_id, parent_id)
 
@@ -297,7 +295,7 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
     if resume is not None:
         run_id = resume.run_id  # an earlier attempt left a checkpoint: continue it, in its own run
     else:
-        tags = {PARENT_TAG: parent_id, CELL_TAG: cell.key, "clbench.kind": "cell"}
+        tags = {PARENT_TAG: parent_id, CELL_TAG: cell.key, KIND_TAG: "cell"}
         run_id = client.create_run(experiment_id, run_name=cell.label, tags=tags).info.run_id
     log = io.StringIO()
     try:

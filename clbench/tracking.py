@@ -22,6 +22,14 @@ from clbench.errors import ConfigError
 
 DEFAULT_STORE = "mlflow.db"
 
+# Tags that tie a sweep's runs together, shared by the sweep that writes them and the report that reads them.
+PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs under
+KIND_TAG = "clbench.kind"  # "sweep" on a parent, "cell" on its children
+SWEEP_TAG = "clbench.sweep"  # on a parent: the sweep's key
+COMMAND_TAG = "clbench.command"  # on a parent: the command line that started it
+CELL_TAG = "clbench.cell"  # on a child: strategy|fraction|seed
+ERROR_TAG = "clbench.error"  # on a failed child: its one-line error
+
 
 def tracking_uri(explicit: str | None = None) -> str:
     """`--tracking-uri`, else `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working folder."""
