@@ -161,7 +161,6 @@ def run(
     tracking.end_orphaned_runs(experiment)
     RNGManager.set_random_seeds(config.seed)
     model = build_model(config, scenario, device)
-    resumed = resume is not None
     run_id = resume.run_id if resume is not None else run_id
 
     with (
@@ -193,7 +192,7 @@ def run(
                 "config": config.to_dict(),
                 "strategy": {"spec": strategy_spec or strategy.name, "params": strategy.params()},
             }
-            resume = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
+            checkpoint = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
             params = tracking.flatten(config.to_dict()) | {"strategy": strategy.name}
             params |= {f"strategy.{k}": v for k, v in strategy.params().items()}
             params |= {"data.fingerprint": scenario.fingerprint, "device.resolved": str(device)}
@@ -202,9 +201,10 @@ def run(
             params |= {"experience0.key": key, "experience0.cached": cached is not None}
             tracking.log_params(run_id, params)
         else:
+            checkpoint = resume
             print(f"resuming run {run_id} at {_position(resume, scenario)}", file=sys.stderr)
-        experience0_trained = not resume.boundaries and config.train.epochs[0] > 0
-        checkpointer = checkpoints.Checkpointer(resume, key if reuse else None)
+        experience0_trained = not checkpoint.boundaries and config.train.epochs[0] > 0
+        checkpointer = checkpoints.Checkpointer(checkpoint, key if reuse else None)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
         template = FiLMTemplate(
             model=model,
@@ -227,7 +227,7 @@ def run(
             "num_workers": config.train.num_workers,
             "persistent_workers": config.train.num_workers > 0,
         }
-        finished = list(resume.boundaries)
+        finished = list(checkpoint.boundaries)
         rows: list[list[float]] = []
         snapshots: list[dict[int, FiLMSnapshot]] = []
         type_rows: dict[tuple[str, str], dict[str, float]] = {}
@@ -238,13 +238,13 @@ def run(
                     for group in template.optimizer.param_groups:
                         group["lr"] = config.train.lr_finetune
                 if i < len(finished):  # trained before (cache or checkpoint): only its end-of-experience hooks
-                    what = "replaying its end" if resumed else "reusing the cached model"
+                    what = "replaying its end" if resume is not None else "reusing the cached model"
                     print(f"experience {i} ({scenario.experience_names[i]}): {what}", file=sys.stderr)
                     checkpointer.restore_at_start(finished[i])
                     template.train_epochs = 0
-                elif resume.current is not None and resume.experience == i:
-                    checkpointer.restore_at_start(resume.current, resume.epochs_done)
-                    template.train_epochs -= resume.epochs_done
+                elif checkpoint.current is not None and checkpoint.experience == i:
+                    checkpointer.restore_at_start(checkpoint.current, checkpoint.epochs_done)
+                    template.train_epochs -= checkpoint.epochs_done
                 template.train(experience, **loader_args)
                 experience0_lock.close()
                 metrics = template.eval(scenario.test_stream, **loader_args)
