@@ -22,7 +22,7 @@ from clbench.paths import writable_folder
 from clbench.tracking import CELL_TAG, COMMAND_TAG, KIND_TAG, PARENT_TAG
 
 CLEVR, HUMANS = "CLEVR", "CLEVR-Humans"  # the scenario's two experiences, as the runner names them
-FIGURES = ("accuracy_vs_fraction.png", "forgetting.png", "per_type_accuracy.png", "gamma_beta.png")
+BEFORE = plots.REFERENCE  # "before fine-tuning": the CLEVR model, the row and line every strategy is compared to
 
 
 @dataclass
@@ -93,6 +93,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
         }
     )
     metrics = frame.filter(like="metrics.").rename(columns=lambda c: c.removeprefix("metrics."))
+    metrics = metrics[sorted(metrics.columns)]  # MLflow returns them in no fixed order; reports must not vary
     cells = pd.concat([cells, metrics], axis=1).sort_values(["strategy", "fraction", "seed"]).reset_index(drop=True)
     command = parent.data.tags.get(COMMAND_TAG, "")
     return SweepRuns(parent.info.run_id, experiment, command, cells, dict(parent.data.metrics))
@@ -114,6 +115,13 @@ def strategy_order(cells: pd.DataFrame) -> list[str]:
     preferred = ["naive", "ewc", "replay", "frozen-generator", "generator-only"]
     present = list(dict.fromkeys(cells["strategy"]))
     return [s for s in preferred if s in present] + [s for s in present if s not in preferred]
+
+
+def at_largest_fraction(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells fine-tuned on the largest fraction, strategies in report order (so colours match everywhere)."""
+    last = cells[cells["fraction"] == cells["fraction"].max()]
+    order = {s: i for i, s in enumerate(strategy_order(last))}
+    return last.sort_values("strategy", key=lambda column: column.map(order), kind="stable")
 
 
 def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
@@ -138,8 +146,8 @@ def per_type_table(cells: pd.DataFrame) -> pd.DataFrame:
     """CLEVR accuracy per question type: the CLEVR model (before), then each strategy at the largest fraction."""
     prefix_before, prefix_after = f"type_accuracy/after_{CLEVR}/{CLEVR}/", f"type_accuracy/after_{HUMANS}/{CLEVR}/"
     types = [t for t in QUESTION_TYPES if prefix_before + t in cells.columns]
-    last = cells[cells["fraction"] == cells["fraction"].max()]
-    table = {"before fine-tuning": {t: cells[prefix_before + t].mean() for t in types}}
+    last = at_largest_fraction(cells)
+    table = {BEFORE: {t: cells[prefix_before + t].mean() for t in types}}
     for strategy in strategy_order(last):
         rows = last[last["strategy"] == strategy]
         table[strategy] = {t: rows[prefix_after + t].mean() for t in types}
@@ -148,9 +156,9 @@ def per_type_table(cells: pd.DataFrame) -> pd.DataFrame:
 
 def film_table(cells: pd.DataFrame, test: str = CLEVR) -> pd.DataFrame:
     """Gamma/beta statistics over all blocks: the CLEVR model, then each strategy after fine-tuning."""
-    last = cells[cells["fraction"] == cells["fraction"].max()]
+    last = at_largest_fraction(cells)
     stats = ["gamma_negative_share", "gamma_near_zero_share", "gamma_mean", "gamma_std", "beta_mean", "beta_std"]
-    rows = {"before fine-tuning": {s: cells[f"film/after_{CLEVR}/{test}/all/{s}"].mean() for s in stats}}
+    rows = {BEFORE: {s: cells[f"film/after_{CLEVR}/{test}/all/{s}"].mean() for s in stats}}
     for strategy in strategy_order(last):
         part = last[last["strategy"] == strategy]
         rows[strategy] = {s: part[f"film/after_{HUMANS}/{test}/all/{s}"].mean() for s in stats}
@@ -159,7 +167,7 @@ def film_table(cells: pd.DataFrame, test: str = CLEVR) -> pd.DataFrame:
 
 def drift_table(cells: pd.DataFrame, test: str = CLEVR) -> pd.DataFrame:
     """Per strategy at the largest fraction: how far fine-tuning moved gamma/beta, per block (mean over seeds)."""
-    last = cells[cells["fraction"] == cells["fraction"].max()]
+    last = at_largest_fraction(cells)
     prefix = f"film_drift/{test}/"
     columns = [c for c in last.columns if c.startswith(prefix)]
     long = last.melt(id_vars=["strategy", "seed"], value_vars=columns, var_name="metric")
@@ -183,9 +191,8 @@ def film_histograms(cells: pd.DataFrame) -> pd.DataFrame:
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    last = cells[cells["fraction"] == cells["fraction"].max()]
-    order = {s: i for i, s in enumerate(strategy_order(last))}
-    last = last.sort_values("strategy", key=lambda column: column.map(order), kind="stable")  # colours as elsewhere
+    last = at_largest_fraction(cells)
+    first = last["strategy"].iloc[0]
     frames = []
     with tempfile.TemporaryDirectory() as tmp:
         for row in last.itertuples():
@@ -195,8 +202,8 @@ def film_histograms(cells: pd.DataFrame) -> pd.DataFrame:
                 continue
             frame = pd.read_csv(path)
             frame = frame[frame["test"] == CLEVR]
-            frame["model"] = np.where(frame["after"] == CLEVR, "before fine-tuning", row.strategy)
-            if row.strategy != strategy_order(last)[0]:
+            frame["model"] = np.where(frame["after"] == CLEVR, BEFORE, row.strategy)
+            if row.strategy != first:
                 frame = frame[frame["after"] != CLEVR]  # the CLEVR model is the same for every strategy of a seed
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
