@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from clbench.errors import ConfigError
-from clbench.film import ModelConfig
+from clbench.film import ModelConfig, stem_output_size
 from clbench.strategy import parse_value
 
 
@@ -209,17 +209,89 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return flat
 
 
+SEED_RANGE = (0, 2**32 - 1)  # what NumPy's seeding accepts (Avalanche seeds random, NumPy and torch alike)
+_MODEL_SIZES = (
+    "image_height",
+    "image_width",
+    "stem_dim",
+    "word_embedding_dim",
+    "gru_hidden_dim",
+    "num_modules",
+    "module_dim",
+    "classifier_proj_dim",
+    "classifier_fc_dim",
+)
+
+
 def validate(config: RunConfig) -> RunConfig:
-    fraction = config.data.fraction
-    if not 0 < fraction <= 1:
+    """Refuse values that cannot run before anything is read or written, so a mistake costs one line, not a run."""
+    if not SEED_RANGE[0] <= config.seed <= SEED_RANGE[1]:
         raise ConfigError(
-            f"fraction {fraction} is outside (0, 1]",
-            "give the share of CLEVR-Humans train, e.g. --fraction 0.33",
+            f"seed {config.seed} is outside {SEED_RANGE[0]}..{SEED_RANGE[1]}, the range NumPy can be seeded with",
+            "give a seed in that range, e.g. --seed 1",
         )
     if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
         raise ConfigError(f"unknown device {config.device!r}", "use --device auto, cpu or cuda")
-    if config.train.amp not in ("auto", "off", "bf16", "fp16"):
-        raise ConfigError(f"train.amp={config.train.amp!r} is unknown", "use auto, off, bf16 or fp16")
-    if config.train.batch_size < 1 or config.train.lr <= 0:
-        raise ConfigError("batch size and learning rate must be positive", "check train.batch_size, train.lr")
+    _validate_data(config.data)
+    _validate_model(config.model)
+    _validate_train(config.train)
     return config
+
+
+def _validate_data(data: DataConfig) -> None:
+    """A share or cap that would leave an experience without questions is refused before any data is read."""
+    if not 0 < data.fraction <= 1:
+        raise ConfigError(
+            f"fraction {data.fraction} is outside (0, 1]",
+            "give the share of CLEVR-Humans train, e.g. --fraction 0.33",
+        )
+    if data.min_word_count < 0:
+        raise ConfigError(f"data.min_word_count={data.min_word_count} is negative", "use 0 or more, e.g. 5")
+    for name in ("max_train_questions", "max_test_questions"):
+        limit = getattr(data, name)
+        if limit is not None and limit < 1:
+            # 0 would leave an experience with no questions to train or evaluate on.
+            raise ConfigError(f"data.{name}={limit} leaves no questions", f"use 1 or more, or data.{name}=none for all")
+
+
+def _validate_model(model: ModelConfig) -> None:
+    """Sizes PyTorch would refuse mid-run (or, for the feature map, on the first one-question minibatch)."""
+    for name in _MODEL_SIZES:
+        if getattr(model, name) < 1:
+            raise ConfigError(f"model.{name}={getattr(model, name)} is below 1", f"give model.{name} 1 or more")
+    if model.stem_layers < 0:
+        raise ConfigError(f"model.stem_layers={model.stem_layers} is negative", "use 0 or more")
+    if not 0 <= model.dropout < 1:
+        raise ConfigError(f"model.dropout={model.dropout} is outside [0, 1)", "give a probability, e.g. 0.1")
+    if model.stem not in ("pixels", "resnet101"):
+        raise ConfigError(f"unknown stem {model.stem!r}", "use model.stem=pixels or model.stem=resnet101")
+    height, width = stem_output_size(model)
+    if height * width < 2:
+        # Batch norm needs two values per channel, and a one-question minibatch would give the blocks only one.
+        pixels = model.stem == "pixels"
+        stem = f"{model.stem_layers} stem layers" if pixels else "the ResNet-101 stem"
+        raise ConfigError(
+            f"a {model.image_height}×{model.image_width} image leaves a {height}×{width} feature map after {stem}; "
+            "the FiLMed blocks need 2 cells or more",
+            "a larger model.image_height or model.image_width" + (", or fewer model.stem_layers" if pixels else ""),
+        )
+
+
+def _validate_train(train: TrainConfig) -> None:
+    """Values the optimiser or the data loaders would refuse only after the data is read."""
+    if train.amp not in ("auto", "off", "bf16", "fp16"):
+        raise ConfigError(f"train.amp={train.amp!r} is unknown", "use auto, off, bf16 or fp16")
+    for name in ("batch_size", "eval_batch_size"):
+        if getattr(train, name) < 1:
+            raise ConfigError(f"train.{name}={getattr(train, name)} is below 1", f"give train.{name} 1 or more")
+    for name in ("lr", "lr_finetune"):
+        lr = getattr(train, name)
+        if lr is not None and not lr > 0:  # `not >` also refuses NaN
+            raise ConfigError(
+                f"train.{name}={lr} is not positive",
+                f"give train.{name} a positive value, e.g. 1e-3 (to leave an experience untrained, give it 0 epochs)",
+            )
+    if not train.weight_decay >= 0:
+        raise ConfigError(f"train.weight_decay={train.weight_decay} is negative", "use 0 or more, e.g. 1e-5")
+    if train.num_workers < 0:
+        raise ConfigError(f"train.num_workers={train.num_workers} is negative", "use 0 (load in the main process)")

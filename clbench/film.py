@@ -141,6 +141,23 @@ class FiLMedResBlock(nn.Module):
         return out + residual
 
 
+class SingleSampleSafeBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d that normalises a one-sample training batch with its running statistics, and leaves them be.
+
+    The variance of one value is undefined (PyTorch raises), yet the last minibatch of k·batch + 1 questions or a
+    replay batch can hold one sample. Only `forward` differs, so state-dict keys and checkpoints stay the same.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and self.track_running_stats and x.numel() == x.size(1)):
+            return super().forward(x)
+        # One value per channel: the evaluation-mode computation, which still passes gradients to the input and
+        # to weight and bias, and does not update the running statistics.
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+        )
+
+
 class Classifier(nn.Module):
     """[coords] → 1×1 conv + BN + ReLU → global max-pool → FC + BN + ReLU → FC over answers."""
 
@@ -154,7 +171,7 @@ class Classifier(nn.Module):
         )
         self.mlp = nn.Sequential(
             nn.Linear(config.classifier_proj_dim, config.classifier_fc_dim),
-            nn.BatchNorm1d(config.classifier_fc_dim),
+            SingleSampleSafeBatchNorm1d(config.classifier_fc_dim),
             nn.ReLU(inplace=True),
             nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity(),
             nn.Linear(config.classifier_fc_dim, num_answers),
@@ -163,6 +180,18 @@ class Classifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.proj(with_coords(x, self.use_coords))
         return self.mlp(torch.amax(x, dim=(2, 3)))
+
+
+def stem_output_size(config: ModelConfig) -> tuple[int, int]:
+    """Height and width of the feature map the FiLMed blocks see, so a config too small for them is refused early."""
+    height, width = max(config.image_height, 0), max(config.image_width, 0)
+    if config.stem == "resnet101":  # conv1, max-pool, layer2, layer3: four stride-2 steps of ceil(n / 2)
+        for _ in range(4):
+            height, width = (height + 1) // 2, (width + 1) // 2
+        return height, width
+    for _ in range(config.stem_layers):  # conv(k4, s2, p1): floor(n / 2); the final 3×3 conv keeps the size
+        height, width = height // 2, width // 2
+    return height, width
 
 
 def pixel_stem(config: ModelConfig) -> nn.Sequential:
