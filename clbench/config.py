@@ -209,6 +209,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return flat
 
 
+STEMS = ("pixels", "resnet101", "scene")
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy's seeding accepts (Avalanche seeds random, NumPy and torch alike)
 _MODEL_SIZES = (
     "image_height",
@@ -263,16 +264,16 @@ def _validate_model(model: ModelConfig) -> None:
         raise ConfigError(f"model.stem_layers={model.stem_layers} is negative", "use 0 or more")
     if not 0 <= model.dropout < 1:
         raise ConfigError(f"model.dropout={model.dropout} is outside [0, 1)", "give a probability, e.g. 0.1")
-    if model.stem not in ("pixels", "resnet101"):
-        raise ConfigError(f"unknown stem {model.stem!r}", "use model.stem=pixels or model.stem=resnet101")
+    if model.stem not in STEMS:
+        raise ConfigError(f"unknown stem {model.stem!r}", f"use model.stem={' or '.join(STEMS)}")
     height, width = stem_output_size(model)
     if height * width < 2:
         # Batch norm needs two values per channel, and a one-question minibatch would give the blocks only one.
         pixels = model.stem == "pixels"
-        stem = f"{model.stem_layers} stem layers" if pixels else "the ResNet-101 stem"
+        after = {"pixels": f" after {model.stem_layers} stem layers", "resnet101": " after the ResNet-101 stem"}
         raise ConfigError(
-            f"a {model.image_height}×{model.image_width} image leaves a {height}×{width} feature map after {stem}; "
-            "the FiLMed blocks need 2 cells or more",
+            f"a {model.image_height}×{model.image_width} input leaves a {height}×{width} feature map"
+            f"{after.get(model.stem, '')}; the FiLMed blocks need 2 cells or more",
             "a larger model.image_height or model.image_width" + (", or fewer model.stem_layers" if pixels else ""),
         )
 

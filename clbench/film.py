@@ -1,7 +1,8 @@
 """FiLM (Perez et al. 2018): a question-conditioned residual CNN, laid out like the paper's Figure 3.
 
 question ──► FiLMGenerator (embedding + GRU) ──► (gamma, beta) per channel per block
-image ──► stem (raw pixels or frozen ResNet-101 conv4) ──► FiLMedResBlock × N ──► Classifier ──► answer logits
+image ──► stem (raw pixels, frozen ResNet-101 conv4, or the scene graph's state map) ──► FiLMedResBlock × N
+      ──► Classifier ──► answer logits
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from avalanche.models import DynamicModule
 from torch import Tensor, nn
 
 from clbench.data.inputs import FiLMInput
+from clbench.data.scene_maps import CHANNELS as SCENE_CHANNELS
 from clbench.errors import ConfigError
 
 # ImageNet statistics: the raw-pixel stem learns its own scale, but both stems see the same normalised input.
@@ -25,9 +27,11 @@ _STD = (0.229, 0.224, 0.225)
 class ModelConfig:
     """Every choice the paper makes, named; the `paper` preset holds the paper's values."""
 
-    image_height: int = 224
+    image_height: int = 224  # the input's size: pixels, or the scene map's rows and columns with stem=scene
     image_width: int = 224
-    stem: str = "pixels"  # "pixels" (the raw-pixel variant) or "resnet101" (frozen conv4 features)
+    # "pixels" (the raw-pixel variant), "resnet101" (frozen conv4 features) or "scene" (the state-description
+    # oracle: the scene graph drawn as per-location attributes, see clbench.data.scene_maps)
+    stem: str = "pixels"
     stem_layers: int = 4  # raw-pixel stem: conv(k4, s2, p1) + BN + ReLU, each halving the resolution
     stem_dim: int = 128
     word_embedding_dim: int = 200
@@ -102,7 +106,10 @@ class FiLMGenerator(nn.Module):
         self.film = nn.Linear(config.gru_hidden_dim, 2 * config.num_modules * config.module_dim)
 
     def forward(self, questions: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        states, _ = self.gru(self.embed(questions))  # [B, T, H]
+        # The GRU reads left to right, so the padding after the batch's longest question cannot change any state
+        # it reads: dropping it saves most of the GRU's time (questions are padded to the longest in the data).
+        longest = int(lengths.max()) if not torch.compiler.is_compiling() else questions.size(1)
+        states, _ = self.gru(self.embed(questions[:, : max(longest, 1)]))  # [B, T, H]
         last = (lengths.clamp(min=1) - 1).view(-1, 1, 1).expand(-1, 1, states.size(2))
         hidden = states.gather(1, last).squeeze(1)  # the GRU state at each question's last token
         film = self.film(hidden).view(-1, self.num_modules, 2, self.module_dim)
@@ -189,6 +196,8 @@ def stem_output_size(config: ModelConfig) -> tuple[int, int]:
         for _ in range(4):
             height, width = (height + 1) // 2, (width + 1) // 2
         return height, width
+    if config.stem == "scene":  # the map is drawn at the model's input size
+        return height, width
     for _ in range(config.stem_layers):  # conv(k4, s2, p1): floor(n / 2); the final 3×3 conv keeps the size
         height, width = height // 2, width // 2
     return height, width
@@ -208,6 +217,15 @@ def pixel_stem(config: ModelConfig) -> nn.Sequential:
     layers += [nn.Conv2d(in_dim, config.module_dim, kernel_size=3, padding=1)]
     layers += [nn.BatchNorm2d(config.module_dim), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
+
+
+def scene_stem(config: ModelConfig) -> nn.Sequential:
+    """The paper's stem for precomputed features (3×3 conv + BN + ReLU), over the scene map's attribute channels."""
+    return nn.Sequential(
+        nn.Conv2d(len(SCENE_CHANNELS), config.module_dim, kernel_size=3, padding=1),
+        nn.BatchNorm2d(config.module_dim),
+        nn.ReLU(inplace=True),
+    )
 
 
 class ResNetStem(nn.Module):
@@ -250,11 +268,12 @@ class FiLM(nn.Module):
 
     def __init__(self, vocab_size: int, num_answers: int, config: ModelConfig) -> None:
         super().__init__()
-        if config.stem not in ("pixels", "resnet101"):
-            raise ConfigError(f"unknown stem {config.stem!r}", "use stem=pixels or stem=resnet101")
+        stems = {"pixels": pixel_stem, "resnet101": ResNetStem, "scene": scene_stem}
+        if config.stem not in stems:
+            raise ConfigError(f"unknown stem {config.stem!r}", f"use model.stem={' or '.join(stems)}")
         self.config = config
         self.generator = FiLMGenerator(vocab_size, config)
-        self.stem = pixel_stem(config) if config.stem == "pixels" else ResNetStem(config)
+        self.stem = stems[config.stem](config)
         self.blocks = nn.ModuleList(
             FiLMedResBlock(config.module_dim, config.use_coords, config.dropout) for _ in range(config.num_modules)
         )
@@ -268,7 +287,9 @@ class FiLM(nn.Module):
         return [self.stem, self.blocks, self.classifier]
 
     def forward(self, inputs: FiLMInput) -> Tensor:
-        images = (inputs.images.float() - self.pixel_mean) / self.pixel_std
+        images = inputs.images.float()
+        if self.config.stem != "scene":  # scene maps hold attribute counts, already on a unit scale
+            images = (images - self.pixel_mean) / self.pixel_std
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         gammas, betas = self.generator(inputs.questions, inputs.lengths)

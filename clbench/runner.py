@@ -117,6 +117,7 @@ def build_scenario(config: RunConfig, progress: bool = True) -> clevr_humans.Cle
         min_word_count=config.data.min_word_count,
         max_train_questions=config.data.max_train_questions,
         max_test_questions=config.data.max_test_questions,
+        scene_maps=config.model.stem == "scene",
         progress=progress,
     )
 

@@ -31,6 +31,7 @@ from clbench.data.clevr import (
     read_humans_questions,
 )
 from clbench.data.inputs import FiLMInput
+from clbench.data.scene_maps import SceneMaps, build_scene_maps
 from clbench.data.spec import QUESTION_TYPES
 from clbench.data.vocab import AnswerVocabulary, Vocabulary, answer_vocabulary, tokenize
 from clbench.errors import DataError
@@ -42,11 +43,11 @@ TYPE_NAMES: tuple[str, ...] = (*QUESTION_TYPES, HUMANS_TYPE)
 
 
 class QuestionAnswerDataset(Dataset):
-    """Questions over a memory-mapped image cache; items are `(FiLMInput, answer_index)`."""
+    """Questions over a memory-mapped image cache (or scene maps); items are `(FiLMInput, answer_index)`."""
 
     def __init__(
         self,
-        images: ImageCache,
+        images: ImageCache | SceneMaps,
         rows: np.ndarray,
         questions: np.ndarray,
         lengths: np.ndarray,
@@ -98,6 +99,7 @@ class ClevrHumansScenario:
     experience_names: tuple[str, ...] = EXPERIENCES
     test_types: list[np.ndarray] = field(default_factory=list)
     train_datasets: list[QuestionAnswerDataset] = field(default_factory=list)  # plain PyTorch, for benchmarks
+    test_datasets: list[QuestionAnswerDataset] = field(default_factory=list)
 
     @property
     def train_stream(self):
@@ -132,7 +134,7 @@ def _pad(tokens: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.nd
     return out, lengths
 
 
-def _to_torch(split: EncodedSplit, images: ImageCache, width: int) -> QuestionAnswerDataset:
+def _to_torch(split: EncodedSplit, images: ImageCache | SceneMaps, width: int) -> QuestionAnswerDataset:
     rows = np.array([images.index[r.image_filename] for r in split.records], dtype=np.int64)
     questions, lengths = _pad(split.tokens, width)
     return QuestionAnswerDataset(images, rows, questions, lengths, split.answers)
@@ -157,7 +159,7 @@ def _cap(records: list[QuestionRecord], limit: int | None) -> list[QuestionRecor
     return [records[i] for i in subsample(len(records), limit / len(records), seed=12345)[:limit]]
 
 
-def _fingerprint(root: DatasetRoot, caches: Sequence[ImageCache]) -> str:
+def _fingerprint(root: DatasetRoot, caches: Sequence[ImageCache | SceneMaps]) -> str:
     digest = hashlib.sha256()
     files = sorted((root.clevr / "questions").glob("CLEVR_*_questions.json"))
     if root.humans is not None:
@@ -186,9 +188,14 @@ def build(
     min_word_count: int = 5,
     max_train_questions: int | None = None,
     max_test_questions: int | None = None,
+    scene_maps: bool = False,
     progress: bool = True,
 ) -> ClevrHumansScenario:
-    """Read, tokenise and cache a dataset root, and assemble the two-experience benchmark."""
+    """Read, tokenise and cache a dataset root, and assemble the two-experience benchmark.
+
+    With `scene_maps`, the model's input is each image's scene graph drawn at `image_size` (the state-description
+    front-end) instead of its pixels.
+    """
     root = DatasetRoot.locate(data_root)
     if root.humans is None:
         raise DataError(
@@ -215,10 +222,11 @@ def build(
     ]
     width = max(len(t) for s in splits for t in s.tokens)
     size = (int(image_size[0]), int(image_size[1]))
-    caches = {
-        split: build_image_cache(root.clevr, split, size, progress=progress)
-        for split in sorted({r.image_split for s in splits for r in s.records})
-    }
+    image_splits = sorted({r.image_split for s in splits for r in s.records})
+    if scene_maps:
+        caches = {split: build_scene_maps(root.clevr, split, size) for split in image_splits}
+    else:
+        caches = {split: build_image_cache(root.clevr, split, size, progress=progress) for split in image_splits}
 
     def dataset(split: EncodedSplit) -> QuestionAnswerDataset:
         image_split = split.records[0].image_split
@@ -248,4 +256,5 @@ def build(
         },
         test_types=[splits[2].types, splits[3].types],
         train_datasets=datasets[:2],
+        test_datasets=datasets[2:],
     )
