@@ -209,6 +209,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         config=config,
         strategy_sets=strategy_sets,
     )
+    from dataclasses import replace
+
+    from clbench import config as cfg
+
+    for seed in spec.seeds:  # the grid sets each cell's seed after the base config was validated
+        cfg.validate(replace(config, seed=seed))
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs} is below 1", "give --jobs 1 or more (at most the CPU cores)")
     result = sweep(

@@ -164,6 +164,7 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     # sweeps, reports, resume
     "sweep fraction 1.5": (_argv("sweep", "--preset", "tiny", "--fractions", "0.5,1.5"), "outside (0, 1]"),
     "sweep seeds not integers": (_argv("sweep", "--preset", "tiny", "--seeds", "0,x"), "not int"),
+    "sweep seed out of range": (_argv("sweep", "--preset", "tiny", "--seeds", "0,-1"), "seed -1 is outside"),
     "sweep with no jobs": (_argv("sweep", "--preset", "tiny", "--jobs", "0"), "--jobs 0"),
     "sweep with an unknown strategy": (_argv("sweep", "--preset", "tiny", "--strategies", "naive,ewk"), "did you mean"),
     "report with no store": (_argv("report", "--out", "{tmp}/out"), "no MLflow store at"),
