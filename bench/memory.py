@@ -58,7 +58,7 @@ def child(sidecar: Path, steps: int) -> dict:
     from clbench.config import PRESETS
     from clbench.data.cache import ImageCache
     from clbench.film import FiLM
-    from scenarios.clevr_humans import QuestionAnswerDataset
+    from clbench.scenarios.clevr_humans import QuestionAnswerDataset
 
     torch.manual_seed(0)
     cache = ImageCache.open(sidecar)

@@ -28,9 +28,9 @@ from clbench.config import RunConfig
 from clbench.errors import ConfigError
 from clbench.film import FiLM, count_parameters
 from clbench.metrics import FiLMSnapshot, FiLMStatistics, QuestionTypeAccuracy, film_drift, type_metric_name
+from clbench.scenarios import clevr_humans
 from clbench.strategy import Strategy
 from clbench.training import FiLMTemplate, ProgressBar, amp_dtype
-from scenarios import clevr_humans
 
 TEST_STREAM = "test_stream"
 

@@ -28,8 +28,8 @@ from clbench import tracking
 from clbench.config import RunConfig
 from clbench.console import init_worker
 from clbench.errors import ClbenchError, ConfigError
+from clbench.scenarios import clevr_humans
 from clbench.tracking import CELL_TAG, COMMAND_TAG, ERROR_TAG, KIND_TAG, PARENT_TAG, SWEEP_TAG
-from scenarios import clevr_humans
 
 
 @dataclass(frozen=True)

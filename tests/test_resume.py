@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from avalanche.training.plugins import SupervisedPlugin
 
-from strategies.ewc import EWC
+from clbench.strategies.ewc import EWC
 
 
 class SignalMidExperience(SupervisedPlugin):

@@ -18,6 +18,18 @@ def test_built_in_strategies_are_found_through_entry_points():
         assert issubclass(resolve(name), Strategy)
 
 
+def test_plugin_folders_install_inside_clbench_not_as_top_level_packages(tmp_path: Path):
+    """`strategies/` and `scenarios/` would clash with any other top-level package of those names."""
+    import subprocess
+
+    probe = (
+        "import importlib.util as u, clbench.strategies.ewc, clbench.scenarios.clevr_humans;"
+        "print(u.find_spec('strategies'), u.find_spec('scenarios'))"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert found.stdout.split() == ["None", "None"]
+
+
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(ConfigError, match="did you mean 'ewc'"):
         resolve("ewk")
