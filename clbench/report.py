@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clbench import plots, tracking
+from clbench import metric_names, plots, tracking
 from clbench.data.spec import QUESTION_TYPES
 from clbench.errors import ConfigError
 from clbench.paths import writable_folder
@@ -130,27 +130,28 @@ def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
         cells,
         ["strategy", "fraction"],
         {
-            "humans_after": f"accuracy/after_{HUMANS}/{HUMANS}",
-            "clevr_after": f"accuracy/after_{HUMANS}/{CLEVR}",
-            "humans_before": f"accuracy/after_{CLEVR}/{HUMANS}",
-            "clevr_before": f"accuracy/after_{CLEVR}/{CLEVR}",
+            "humans_after": metric_names.accuracy(HUMANS, HUMANS),
+            "clevr_after": metric_names.accuracy(HUMANS, CLEVR),
+            "humans_before": metric_names.accuracy(CLEVR, HUMANS),
+            "clevr_before": metric_names.accuracy(CLEVR, CLEVR),
         },
     )
 
 
 def forgetting_table(cells: pd.DataFrame) -> pd.DataFrame:
-    return _mean_std(cells, ["strategy", "fraction"], {"forgetting": f"forgetting/{CLEVR}", "bwt": "bwt"})
+    return _mean_std(
+        cells, ["strategy", "fraction"], {"forgetting": metric_names.forgetting(CLEVR), "bwt": metric_names.BWT}
+    )
 
 
 def per_type_table(cells: pd.DataFrame) -> pd.DataFrame:
     """CLEVR accuracy per question type: the CLEVR model (before), then each strategy at the largest fraction."""
-    prefix_before, prefix_after = f"type_accuracy/after_{CLEVR}/{CLEVR}/", f"type_accuracy/after_{HUMANS}/{CLEVR}/"
-    types = [t for t in QUESTION_TYPES if prefix_before + t in cells.columns]
+    types = [t for t in QUESTION_TYPES if metric_names.type_accuracy(CLEVR, CLEVR, t) in cells.columns]
     last = at_largest_fraction(cells)
-    table = {BEFORE: {t: cells[prefix_before + t].mean() for t in types}}
+    table = {BEFORE: {t: cells[metric_names.type_accuracy(CLEVR, CLEVR, t)].mean() for t in types}}
     for strategy in strategy_order(last):
         rows = last[last["strategy"] == strategy]
-        table[strategy] = {t: rows[prefix_after + t].mean() for t in types}
+        table[strategy] = {t: rows[metric_names.type_accuracy(HUMANS, CLEVR, t)].mean() for t in types}
     return pd.DataFrame(table).rename_axis("question type")
 
 
@@ -158,17 +159,17 @@ def film_table(cells: pd.DataFrame, test: str = CLEVR) -> pd.DataFrame:
     """Gamma/beta statistics over all blocks: the CLEVR model, then each strategy after fine-tuning."""
     last = at_largest_fraction(cells)
     stats = ["gamma_negative_share", "gamma_near_zero_share", "gamma_mean", "gamma_std", "beta_mean", "beta_std"]
-    rows = {BEFORE: {s: cells[f"film/after_{CLEVR}/{test}/all/{s}"].mean() for s in stats}}
+    rows = {BEFORE: {s: cells[metric_names.film(CLEVR, test, "all", s)].mean() for s in stats}}
     for strategy in strategy_order(last):
         part = last[last["strategy"] == strategy]
-        rows[strategy] = {s: part[f"film/after_{HUMANS}/{test}/all/{s}"].mean() for s in stats}
+        rows[strategy] = {s: part[metric_names.film(HUMANS, test, "all", s)].mean() for s in stats}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
 def drift_table(cells: pd.DataFrame, test: str = CLEVR) -> pd.DataFrame:
     """Per strategy at the largest fraction: how far fine-tuning moved gamma/beta, per block (mean over seeds)."""
     last = at_largest_fraction(cells)
-    prefix = f"film_drift/{test}/"
+    prefix = metric_names.film_drift_prefix(test)
     columns = [c for c in last.columns if c.startswith(prefix)]
     long = last.melt(id_vars=["strategy", "seed"], value_vars=columns, var_name="metric")
     long[["block", "stat"]] = long["metric"].str.removeprefix(prefix).str.split("/", n=1, expand=True)

@@ -23,7 +23,7 @@ from avalanche.evaluation.metrics import (
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
-from clbench import checkpoints, plots, tracking
+from clbench import checkpoints, metric_names, plots, tracking
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
 from clbench.film import FiLM, count_parameters
@@ -319,19 +319,19 @@ def _position(checkpoint: checkpoints.RunCheckpoint, scenario) -> str:
 
 def summary_metrics(result: RunResult) -> dict[str, float]:
     """The run's final figures under flat names, one value each: the columns runs are compared on."""
-    metrics = {f"forgetting/{name}": value for name, value in result.forgetting.items()}
-    metrics["bwt"] = result.bwt
-    metrics |= {f"final_accuracy/{name}": value for name, value in result.accuracy.iloc[-1].items()}
+    metrics = {metric_names.forgetting(test): value for test, value in result.forgetting.items()}
+    metrics[metric_names.BWT] = result.bwt
+    metrics |= {metric_names.final_accuracy(test): value for test, value in result.accuracy.iloc[-1].items()}
     for after, row in result.accuracy.iterrows():
-        metrics |= {f"accuracy/after_{after}/{test}": value for test, value in row.items()}
+        metrics |= {metric_names.accuracy(after, test): value for test, value in row.items()}
     for (after, test), row in result.per_type.iterrows():
-        metrics |= {f"type_accuracy/after_{after}/{test}/{kind}": v for kind, v in row.items() if pd.notna(v)}
+        metrics |= {metric_names.type_accuracy(after, test, kind): v for kind, v in row.items() if pd.notna(v)}
     for (after, test, block), row in result.film.iterrows():
-        metrics |= {f"film/after_{after}/{test}/{block}/{stat}": value for stat, value in row.items()}
+        metrics |= {metric_names.film(after, test, block, stat): value for stat, value in row.items()}
     for (test, block), row in result.film_drift.iterrows():
-        metrics |= {f"film_drift/{test}/{block}/{stat}": value for stat, value in row.items()}
-    metrics |= {f"majority_baseline/{name.split(' ')[0]}": value for name, value in result.majority_baseline.items()}
-    metrics["wall_time_s"] = result.wall_time_s
+        metrics |= {metric_names.film_drift(test, block, stat): value for stat, value in row.items()}
+    metrics |= {metric_names.majority_baseline(test.split(" ")[0]): v for test, v in result.majority_baseline.items()}
+    metrics[metric_names.WALL_TIME] = result.wall_time_s
     return {name: float(value) for name, value in metrics.items()}
 
 

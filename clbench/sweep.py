@@ -24,7 +24,7 @@ from multiprocessing import get_context
 
 from tqdm.auto import tqdm
 
-from clbench import tracking
+from clbench import metric_names, tracking
 from clbench.config import RunConfig
 from clbench.console import init_worker
 from clbench.errors import ClbenchError, ConfigError
@@ -340,9 +340,11 @@ def _interrupted(client, experiment_id: str, parent_id: str, cell: Cell):
 def _describe(outcome: CellOutcome) -> str:
     if outcome.status == "FAILED":
         return f"FAILED   {outcome.cell.label}: {outcome.error}"
-    names = clevr_humans.EXPERIENCES
-    final = " ".join(f"{n} {100 * outcome.figures.get(f'final_accuracy/{n}', float('nan')):.1f}%" for n in names)
-    forgetting = 100 * outcome.figures.get(f"forgetting/{names[0]}", float("nan"))
+    tests = clevr_humans.EXPERIENCES
+    final = " ".join(
+        f"{t} {100 * outcome.figures.get(metric_names.final_accuracy(t), float('nan')):.1f}%" for t in tests
+    )
+    forgetting = 100 * outcome.figures.get(metric_names.forgetting(tests[0]), float("nan"))
     trained = ", trained experience 0" if outcome.experience0_trained else ""
     timing = f"{outcome.wall_time_s:.0f} s{trained}"
     return f"finished {outcome.cell.label}: {final}, forgetting {forgetting:+.1f} pts ({timing})"

@@ -1,0 +1,45 @@
+"""The flat MLflow names a run's figures are logged and compared under, defined once.
+
+The runner writes them, the sweep prints them and the report reads them back; the MLflow UI's columns are these
+names. Experience and test-set names are the scenario's own ("CLEVR", "CLEVR-Humans", ...).
+"""
+
+from __future__ import annotations
+
+BWT = "bwt"
+WALL_TIME = "wall_time_s"
+
+
+def accuracy(after: str, test: str) -> str:
+    """Accuracy on test set `test` after training on experience `after`: one cell of the accuracy matrix."""
+    return f"accuracy/after_{after}/{test}"
+
+
+def final_accuracy(test: str) -> str:
+    return f"final_accuracy/{test}"
+
+
+def forgetting(test: str) -> str:
+    return f"forgetting/{test}"
+
+
+def majority_baseline(test: str) -> str:
+    return f"majority_baseline/{test}"
+
+
+def type_accuracy(after: str, test: str, question_type: str) -> str:
+    return f"type_accuracy/after_{after}/{test}/{question_type}"
+
+
+def film(after: str, test: str, block: str, stat: str) -> str:
+    """A gamma/beta statistic on `test` after experience `after`, for one FiLMed block (or `all`)."""
+    return f"film/after_{after}/{test}/{block}/{stat}"
+
+
+def film_drift_prefix(test: str) -> str:
+    return f"film_drift/{test}/"
+
+
+def film_drift(test: str, block: str, stat: str) -> str:
+    """How far gamma/beta moved on `test` from the end of the first experience to the end of the last."""
+    return f"{film_drift_prefix(test)}{block}/{stat}"
