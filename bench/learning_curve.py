@@ -53,7 +53,7 @@ def main() -> None:
     scenario = build_scenario(config, progress=False)
     model = build_model(config, scenario, device)
     train, test = scenario.train_datasets[0], scenario.test_datasets[0]
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
     loader = DataLoader(train, batch_size=config.train.batch_size, shuffle=True)
     criterion = torch.nn.CrossEntropyLoss()
     print(

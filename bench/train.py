@@ -66,9 +66,9 @@ def main() -> None:
     scenario = build_scenario(config, progress=False)
     experience = scenario.train_stream[0]
     model = build_model(config, scenario, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0))
     bare_model = build_model(config, scenario, device)
-    bare_optimizer = torch.optim.Adam(bare_model.parameters(), lr=config.train.lr)
+    bare_optimizer = torch.optim.Adam(bare_model.parameters(), lr=config.train.lr_of(0))
 
     with tempfile.TemporaryDirectory() as tmp:
         tracking.configure(f"sqlite:///{Path(tmp) / 'mlflow.db'}")

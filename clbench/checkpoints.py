@@ -49,9 +49,9 @@ def experience0_key(config: RunConfig, data_fingerprint: str) -> str:
         "max_train_questions": config.data.max_train_questions,
         "model": asdict(config.model),
         "train": {
-            "epochs": train.epochs[0],
+            "epochs": train.epochs_of(0),
             "batch_size": train.batch_size,
-            "lr": train.lr,
+            "lr": train.lr_of(0),
             "weight_decay": train.weight_decay,
             "amp": train.amp,
             **({"compile": True} if train.compile else {}),  # only when on: older cache keys stay valid

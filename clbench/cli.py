@@ -57,7 +57,7 @@ DEFAULT_FRACTIONS = "0.1,0.25,0.33,0.5,1.0"
 def _add_shared_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="dataset root holding CLEVR_v1.0/ and CLEVR-Humans/ (default: generated)")
     parser.add_argument("--preset", default="small", help="tiny | small | paper (default: small)")
-    parser.add_argument("--epochs", help="epochs per experience: N or N0,N1")
+    parser.add_argument("--epochs", help="epochs: N for every experience, or one per experience (N0,N1,...)")
     parser.add_argument(
         "--set",
         action="append",
@@ -212,7 +212,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from clbench import config as cfg
+    from clbench.scenarios import clevr_humans
 
+    config.train.check_experiences(clevr_humans.EXPERIENCES)
     for seed in spec.seeds:  # the grid sets each cell's seed after the base config was validated
         cfg.validate(replace(config, seed=seed))
     if args.jobs < 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,18 +35,34 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation, per experience: experience 0 is CLEVR, experience 1 is CLEVR-Humans."""
+    """Optimisation. `epochs` and `lr` hold one value for every experience, or one value per experience."""
 
-    epochs: tuple[int, int] = (20, 10)
+    epochs: tuple[int, ...] = (20, 10)
     batch_size: int = 64
     eval_batch_size: int = 256
-    lr: float = 3e-4
+    lr: tuple[float, ...] = (3e-4,)
     weight_decay: float = 1e-5
-    lr_finetune: float | None = None  # learning rate of experience 1 (None: same as lr)
     num_workers: int = 0
     amp: str = "auto"  # auto: bf16 on CUDA where supported, else fp16; off on CPU. Or off|bf16|fp16.
     reuse_experience0: bool = True  # start from the cached CLEVR model when one matches (see checkpoints.py)
     compile: bool = False  # torch.compile the model's forward (pays a compile on first use; mostly for GPUs)
+
+    def epochs_of(self, experience: int) -> int:
+        return self.epochs[experience] if len(self.epochs) > 1 else self.epochs[0]
+
+    def lr_of(self, experience: int) -> float:
+        return self.lr[experience] if len(self.lr) > 1 else self.lr[0]
+
+    def check_experiences(self, names: Sequence[str]) -> None:
+        """Per-experience values must match the scenario's experiences: one each, or one for all."""
+        for name in ("epochs", "lr"):
+            values = getattr(self, name)
+            if len(values) not in (1, len(names)):
+                raise ConfigError(
+                    f"train.{name} gives {len(values)} values but the scenario has {len(names)} experiences "
+                    f"({', '.join(names)})",
+                    f"give one value for every experience, or {len(names)} separated by commas",
+                )
 
 
 @dataclass(frozen=True)
@@ -66,6 +82,8 @@ class RunConfig:
         """The inverse of `to_dict` (a checkpoint's saved config)."""
         train = dict(values["train"])
         train["epochs"] = tuple(train["epochs"])
+        lr, finetune = train["lr"], train.pop("lr_finetune", None)  # checkpoints written before `lr` took a list
+        train["lr"] = tuple(lr) if isinstance(lr, list | tuple) else (lr,) if finetune is None else (lr, finetune)
         return cls(
             preset=values["preset"],
             seed=values["seed"],
@@ -108,19 +126,19 @@ PRESETS: dict[str, RunConfig] = {
             classifier_proj_dim=16,
             classifier_fc_dim=16,
         ),
-        train=TrainConfig(epochs=(1, 1), batch_size=16, eval_batch_size=64, lr=1e-3),
+        train=TrainConfig(epochs=(1, 1), batch_size=16, eval_batch_size=64, lr=(1e-3,)),
     ),
     "small": RunConfig(
         preset="small",
         data=DataConfig(synth_preset="small", min_word_count=5),
         model=_small_model(),
-        train=TrainConfig(epochs=(4, 8), batch_size=64, eval_batch_size=256, lr=2e-3, lr_finetune=1e-2),
+        train=TrainConfig(epochs=(4, 8), batch_size=64, eval_batch_size=256, lr=(2e-3, 1e-2)),
     ),
     "paper": RunConfig(
         preset="paper",
         data=DataConfig(synth_preset="small", min_word_count=5),
         model=ModelConfig(),
-        train=TrainConfig(epochs=(80, 20), batch_size=64, lr=3e-4, weight_decay=1e-5),
+        train=TrainConfig(epochs=(80, 20), batch_size=64, lr=(3e-4,), weight_decay=1e-5),
     ),
 }
 
@@ -166,24 +184,33 @@ def _replace_fields(obj: Any, items: Mapping[str, Any], what: str) -> Any:
             continue
         kind = hints.get(name, str)
         if typing.get_origin(kind) is tuple:
-            parsed[name] = parse_epochs(value)
+            parsed[name] = parse_per_experience(value, typing.get_args(kind)[0], f"{what}.{name}")
         else:
             parsed[name] = parse_value(value, kind, f"{what}.{name}")
     return replace(obj, **parsed)
 
 
-def parse_epochs(value: Any) -> tuple[int, int]:
-    """`3` → (3, 3); `4,2` → (4, 2): epochs of experience 0 and 1."""
+def parse_epochs(value: Any) -> tuple[int, ...]:
+    """`3` → (3,), every experience; `4,8,8` → one value per experience."""
+    epochs = parse_per_experience(value, int, "epochs")
+    if min(epochs) < 0:
+        raise ConfigError(f"epochs {value!r} must be integers ≥ 0", "write --epochs 4 or --epochs 4,8")
+    return epochs
+
+
+def parse_per_experience(value: Any, kind: type, what: str) -> tuple[Any, ...]:
+    """`a` or `a,b,...` (or a YAML list) → a tuple of `kind`: one value for every experience, or one each."""
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     try:
-        epochs = tuple(int(str(v).strip()) for v in items)
+        values = tuple(kind(str(v).strip()) for v in items)
     except ValueError:
-        raise ConfigError(f"epochs {value!r} are not integers", "write --epochs 4 or --epochs 4,2") from None
-    if len(epochs) == 1:
-        epochs = epochs * 2
-    if len(epochs) != 2 or min(epochs) < 0:
-        raise ConfigError(f"epochs {value!r} must be one or two integers ≥ 0", "write --epochs 4,2")
-    return epochs  # type: ignore[return-value]
+        raise ConfigError(
+            f"{what}={value!r} are not {'integers' if kind is int else 'numbers'}",
+            f"write one value for every experience, or one each separated by commas, e.g. {what}=4,8",
+        ) from None
+    if not values:
+        raise ConfigError(f"{what} is empty", f"give one value, e.g. {what}=4")
+    return values
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -285,12 +312,11 @@ def _validate_train(train: TrainConfig) -> None:
     for name in ("batch_size", "eval_batch_size"):
         if getattr(train, name) < 1:
             raise ConfigError(f"train.{name}={getattr(train, name)} is below 1", f"give train.{name} 1 or more")
-    for name in ("lr", "lr_finetune"):
-        lr = getattr(train, name)
-        if lr is not None and not lr > 0:  # `not >` also refuses NaN
+    for lr in train.lr:
+        if not lr > 0:  # `not >` also refuses NaN
             raise ConfigError(
-                f"train.{name}={lr} is not positive",
-                f"give train.{name} a positive value, e.g. 1e-3 (to leave an experience untrained, give it 0 epochs)",
+                f"train.lr={lr} is not positive",
+                "give train.lr positive values, e.g. 1e-3 (to leave an experience untrained, give it 0 epochs)",
             )
     if not train.weight_decay >= 0:
         raise ConfigError(f"train.weight_decay={train.weight_decay} is negative", "use 0 or more, e.g. 1e-5")

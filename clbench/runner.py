@@ -157,6 +157,7 @@ def run(
     tracking.configure(uri)
     experiment = experiment or clevr_humans.NAME
     RNGManager.set_random_seeds(config.seed)
+    config.train.check_experiences(clevr_humans.EXPERIENCES)  # before any data is generated or read
     scenario = build_scenario(config, progress)
     tracking.prepare_store(uri)  # after the data is known good: bad input leaves no store behind
     tracking.end_orphaned_runs(experiment)
@@ -204,15 +205,17 @@ def run(
         else:
             checkpoint = resume
             print(f"resuming run {run_id} at {_position(resume, scenario)}", file=sys.stderr)
-        experience0_trained = not checkpoint.boundaries and config.train.epochs[0] > 0
+        experience0_trained = not checkpoint.boundaries and config.train.epochs_of(0) > 0
         checkpointer = checkpoints.Checkpointer(checkpoint, key if reuse else None)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay
+        )
         template = FiLMTemplate(
             model=model,
             optimizer=optimizer,
             criterion=torch.nn.CrossEntropyLoss(),
             train_mb_size=config.train.batch_size,
-            train_epochs=config.train.epochs[0],
+            train_epochs=config.train.epochs_of(0),
             eval_mb_size=config.train.eval_batch_size,
             device=device,
             plugins=[
@@ -234,10 +237,9 @@ def run(
         type_rows: dict[tuple[str, str], dict[str, float]] = {}
         try:
             for i, experience in enumerate(scenario.train_stream):
-                template.train_epochs = config.train.epochs[i]
-                if i > 0 and config.train.lr_finetune is not None:
-                    for group in template.optimizer.param_groups:
-                        group["lr"] = config.train.lr_finetune
+                template.train_epochs = config.train.epochs_of(i)
+                for group in template.optimizer.param_groups:
+                    group["lr"] = config.train.lr_of(i)
                 if i < len(finished):  # trained before (cache or checkpoint): only its end-of-experience hooks
                     what = "replaying its end" if resume is not None else "reusing the cached model"
                     print(f"experience {i} ({scenario.experience_names[i]}): {what}", file=sys.stderr)

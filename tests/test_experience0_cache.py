@@ -43,7 +43,7 @@ def test_cache_key_changes_with_every_input_to_experience0_and_nothing_else(conf
         checkpoints.experience0_key(config, "data-b"),
         checkpoints.experience0_key(replace(config, seed=1), "data-a"),
         checkpoints.experience0_key(replace(config, model=replace(config.model, module_dim=12)), "data-a"),
-        checkpoints.experience0_key(replace(config, train=replace(config.train, lr=0.5)), "data-a"),
+        checkpoints.experience0_key(replace(config, train=replace(config.train, lr=(0.5,))), "data-a"),
         checkpoints.experience0_key(replace(config, train=replace(config.train, epochs=(3, 1))), "data-a"),
         checkpoints.experience0_key(replace(config, train=replace(config.train, batch_size=7)), "data-a"),
         checkpoints.experience0_key(replace(config, train=replace(config.train, compile=True)), "data-a"),
@@ -52,7 +52,9 @@ def test_cache_key_changes_with_every_input_to_experience0_and_nothing_else(conf
     unchanged = [
         checkpoints.experience0_key(replace(config, train=replace(config.train, epochs=(2, 9))), "data-a"),
         checkpoints.experience0_key(replace(config, data=replace(config.data, fraction=0.5)), "data-a"),
-        checkpoints.experience0_key(replace(config, train=replace(config.train, lr_finetune=0.1)), "data-a"),
+        checkpoints.experience0_key(
+            replace(config, train=replace(config.train, lr=(config.train.lr_of(0), 0.1))), "data-a"
+        ),
         checkpoints.experience0_key(replace(config, device="cpu"), "data-a"),
     ]
     assert set(unchanged) == {key}

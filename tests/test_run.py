@@ -67,6 +67,29 @@ def test_every_built_in_strategy_runs_both_experiences(name: str, tiny_config: R
     assert {"exist", "count", "query_attribute"} <= set(clevr_types.dropna().index)
 
 
+class LearningRates(SupervisedPlugin):
+    """The optimiser's learning rate and the epoch count as each training experience starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[float, int]] = []
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self.seen.append((strategy.optimizer.param_groups[0]["lr"], strategy.train_epochs))
+
+
+@pytest.mark.parametrize(
+    ("lr", "epochs", "expected"), [((0.004, 0.02), (2, 1), [(0.004, 2), (0.02, 1)]), ((0.003,), (1,), [(0.003, 1)] * 2)]
+)
+def test_learning_rate_and_epochs_are_per_experience_or_one_for_all(tiny_config, tracking_store, lr, epochs, expected):
+    config = replace(tiny_config, train=replace(tiny_config.train, lr=lr, epochs=epochs, reuse_experience0=False))
+    strategy = instantiate(resolve("naive"), {})
+    spy = LearningRates()
+    strategy.plugins = lambda model: [spy]  # type: ignore[method-assign]
+    run(config, strategy, tracking_uri=tracking_store, progress=False, out=io.StringIO())
+    assert spy.seen == expected
+
+
 def test_frozen_generator_leaves_generator_bit_identical_in_experience_1(tiny_config, tracking_store):
     _, spy = _run_with_snapshots("frozen-generator", tiny_config, tracking_store)
     before, after = spy.start[1], spy.end[1]
@@ -139,7 +162,7 @@ def test_config_file_sets_fields_and_bad_yaml_names_its_line(capsys, tmp_path, m
     good = tmp_path / "run.yaml"
     good.write_text("train:\n  lr: 0.005\nmodel:\n  module_dim: 12\n")
     loaded = cfg.override(cfg.preset("tiny"), cfg.load_yaml(good))
-    assert loaded.train.lr == 0.005 and loaded.model.module_dim == 12
+    assert loaded.train.lr == (0.005,) and loaded.model.module_dim == 12
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.yaml").write_text("train: {lr: [1,\n")
     assert main(["run", "--config", "bad.yaml"]) == 2
