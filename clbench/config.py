@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from clbench.errors import ConfigError
-from clbench.film import ModelConfig, stem_output_size
+from clbench.film import STEMS, ModelConfig, stem_output_size
 from clbench.strategy import parse_value
 
 
@@ -236,7 +236,6 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return flat
 
 
-STEMS = ("pixels", "resnet101", "scene")
 SEED_RANGE = (0, 2**32 - 1)  # what NumPy's seeding accepts (Avalanche seeds random, NumPy and torch alike)
 _MODEL_SIZES = (
     "image_height",

@@ -7,6 +7,7 @@ image ──► stem (raw pixels, frozen ResNet-101 conv4, or the scene graph's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -260,6 +261,14 @@ class ResNetStem(nn.Module):
         return self.proj(features)
 
 
+# What the FiLMed network reads (`model.stem`): each builds the stem from the config.
+STEMS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "pixels": pixel_stem,
+    "resnet101": ResNetStem,
+    "scene": scene_stem,
+}
+
+
 class FiLM(nn.Module):
     """The whole model: generator, stem, FiLMed blocks, classifier.
 
@@ -268,12 +277,11 @@ class FiLM(nn.Module):
 
     def __init__(self, vocab_size: int, num_answers: int, config: ModelConfig) -> None:
         super().__init__()
-        stems = {"pixels": pixel_stem, "resnet101": ResNetStem, "scene": scene_stem}
-        if config.stem not in stems:
-            raise ConfigError(f"unknown stem {config.stem!r}", f"use model.stem={' or '.join(stems)}")
+        if config.stem not in STEMS:
+            raise ConfigError(f"unknown stem {config.stem!r}", f"use model.stem={' or '.join(STEMS)}")
         self.config = config
         self.generator = FiLMGenerator(vocab_size, config)
-        self.stem = stems[config.stem](config)
+        self.stem = STEMS[config.stem](config)
         self.blocks = nn.ModuleList(
             FiLMedResBlock(config.module_dim, config.use_coords, config.dropout) for _ in range(config.num_modules)
         )
