@@ -177,3 +177,13 @@ def test_a_compiled_model_trains_and_checkpoints_like_an_eager_one(tiny_config, 
     assert result.accuracy.shape == (2, 2)
     weights = MlflowClient(tracking_store).download_artifacts(result.run_id, "model.pt")
     assert not any(k.startswith("_orig_mod") for k in torch.load(weights, weights_only=True))
+
+
+def test_a_config_saved_before_per_experience_rates_still_loads():
+    """Checkpoints of interrupted runs hold the config as it was written: `lr` a number, plus `lr_finetune`."""
+    saved = PRESETS["small"].to_dict()
+    saved["train"] |= {"lr": 0.002, "lr_finetune": 0.01, "epochs": [4, 8]}
+    assert RunConfig.from_dict(saved) == PRESETS["small"]
+    saved["train"]["lr_finetune"] = None
+    assert RunConfig.from_dict(saved).train.lr == (0.002,)
+    assert RunConfig.from_dict(PRESETS["tiny"].to_dict()) == PRESETS["tiny"]
