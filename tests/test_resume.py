@@ -57,7 +57,12 @@ def _clbench(args: list[str], cache: Path, cwd: Path, signal_name: str | None = 
     if signal_name:
         env["CLBENCH_TEST_SIGNAL"] = signal_name
     command = [sys.executable, "-m", "clbench", *args]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    # A shell starts background jobs with SIGINT ignored, and children inherit that: restore the default so the
+    # Ctrl-C test sees what a user's Ctrl-C does however the test suite itself was started.
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.run(
+        command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, preexec_fn=restore_sigint
+    )
 
 
 def _accuracy(store: str) -> tuple[str, dict[str, float], list]:
