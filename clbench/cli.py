@@ -199,6 +199,10 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from clbench import config as cfg
+    from clbench.scenarios import clevr_humans
     from clbench.sweep import SweepSpec, parse_list, sweep
 
     config, strategy_sets = _base_config(args)
@@ -209,11 +213,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         config=config,
         strategy_sets=strategy_sets,
     )
-    from dataclasses import replace
-
-    from clbench import config as cfg
-    from clbench.scenarios import clevr_humans
-
     config.train.check_experiences(clevr_humans.EXPERIENCES)
     for seed in spec.seeds:  # the grid sets each cell's seed after the base config was validated
         cfg.validate(replace(config, seed=seed))
