@@ -311,6 +311,8 @@ def _validate_train(train: TrainConfig) -> None:
     for name in ("batch_size", "eval_batch_size"):
         if getattr(train, name) < 1:
             raise ConfigError(f"train.{name}={getattr(train, name)} is below 1", f"give train.{name} 1 or more")
+    if min(train.epochs) < 0:  # `--epochs` checks this as it parses; `--set train.epochs` and YAML arrive here
+        raise ConfigError(f"train.epochs={train.epochs} holds a negative count", "give 0 or more epochs")
     for lr in train.lr:
         if not lr > 0:  # `not >` also refuses NaN
             raise ConfigError(

@@ -116,6 +116,7 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     "unknown preset": (_argv("run", "--preset", "huge"), "unknown preset 'huge'"),
     "epochs not a number": (_argv(*RUN, "--epochs", "x"), "not integers"),
     "negative epochs": (_argv(*RUN, "--epochs", "-1"), "≥ 0"),
+    "negative epochs through --set": (_argv(*RUN, "--set", "train.epochs=2,-1"), "holds a negative count"),
     "seed beyond NumPy's range": (_argv(*RUN, "--seed", str(2**40)), "outside 0..4294967295"),
     "negative seed": (_argv(*RUN, "--seed", "-1"), "seed -1 is outside"),
     "no FiLMed blocks": (_argv(*RUN, "--set", "model.num_modules=0"), "model.num_modules=0 is below 1"),
