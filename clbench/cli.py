@@ -149,7 +149,7 @@ def _base_config(args: argparse.Namespace):
     if getattr(args, "seed", None) is not None:
         flags["seed"] = args.seed
     if args.epochs is not None:
-        flags["train.epochs"] = cfg.parse_epochs(args.epochs)
+        flags["train.epochs"] = cfg.parse_per_experience(args.epochs, int, "--epochs")  # validate checks ≥ 0
     if args.device is not None:
         flags["device"] = args.device
     return cfg.validate(cfg.override(config, flags)), strategy_sets

@@ -190,14 +190,6 @@ def _replace_fields(obj: Any, items: Mapping[str, Any], what: str) -> Any:
     return replace(obj, **parsed)
 
 
-def parse_epochs(value: Any) -> tuple[int, ...]:
-    """`3` → (3,), every experience; `4,8,8` → one value per experience."""
-    epochs = parse_per_experience(value, int, "epochs")
-    if min(epochs) < 0:
-        raise ConfigError(f"epochs {value!r} must be integers ≥ 0", "write --epochs 4 or --epochs 4,8")
-    return epochs
-
-
 def parse_per_experience(value: Any, kind: type, what: str) -> tuple[Any, ...]:
     """`a` or `a,b,...` (or a YAML list) → a tuple of `kind`: one value for every experience, or one each."""
     items = value if isinstance(value, list | tuple) else str(value).split(",")
@@ -311,8 +303,10 @@ def _validate_train(train: TrainConfig) -> None:
     for name in ("batch_size", "eval_batch_size"):
         if getattr(train, name) < 1:
             raise ConfigError(f"train.{name}={getattr(train, name)} is below 1", f"give train.{name} 1 or more")
-    if min(train.epochs) < 0:  # `--epochs` checks this as it parses; `--set train.epochs` and YAML arrive here
-        raise ConfigError(f"train.epochs={train.epochs} holds a negative count", "give 0 or more epochs")
+    if min(train.epochs) < 0:
+        raise ConfigError(
+            f"train.epochs={train.epochs} holds a negative count", "give epoch counts ≥ 0, e.g. --epochs 4 or 4,8"
+        )
     for lr in train.lr:
         if not lr > 0:  # `not >` also refuses NaN
             raise ConfigError(
