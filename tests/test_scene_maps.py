@@ -50,6 +50,13 @@ def test_an_unknown_attribute_is_a_data_error():
         draw({"objects": [_object("pink", "cube", "metal", "large", 1, 1)]}, grid=(2, 2), image_size=(10, 10))
 
 
+def test_an_object_without_pixel_coords_is_a_data_error():
+    obj = _object("red", "cube", "metal", "large", 1, 1)
+    del obj["pixel_coords"]
+    with pytest.raises(DataError, match="without pixel_coords"):
+        draw({"objects": [obj]}, grid=(2, 2), image_size=(10, 10))
+
+
 def test_maps_follow_the_scenes_file_and_the_grid_sets_the_fingerprint(tiny_root: Path):
     clevr = tiny_root / "CLEVR_v1.0"
     coarse, fine = build_scene_maps(clevr, "val", (3, 4)), build_scene_maps(clevr, "val", (6, 9))

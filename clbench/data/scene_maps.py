@@ -58,7 +58,13 @@ def draw(scene: dict, grid: tuple[int, int], image_size: tuple[int, int]) -> np.
     width, height = image_size
     out = np.zeros((rows, cols, len(CHANNELS)), dtype=np.uint8)
     for obj in scene["objects"]:
-        x, y = obj.get("pixel_coords", (width / 2, height / 2))[:2]
+        coords = obj.get("pixel_coords")
+        if not isinstance(coords, list | tuple) or len(coords) < 2:
+            raise DataError(
+                f"scene {scene.get('image_filename')} has an object without pixel_coords",
+                "the scene front-end places objects by pixel_coords: use scenes files as CLEVR ships them",
+            )
+        x, y = coords[:2]
         row = min(rows - 1, max(0, int(y * rows / height)))
         col = min(cols - 1, max(0, int(x * cols / width)))
         for attribute in spec.ATTRIBUTES:
