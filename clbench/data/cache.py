@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from clbench.data import spec
-from clbench.data.clevr import DatasetRoot
+from clbench.data.clevr import DatasetRoot, detect_release
 from clbench.errors import DataError
 
 __all__ = ["FORMAT_VERSION", "ImageCache", "build_image_cache", "default_cache_dir", "fingerprint_images"]
@@ -227,8 +227,8 @@ def build_image_cache(
     A cache whose fingerprint, shape and version match is opened without decoding anything. Otherwise
     ``jobs`` worker processes (default: one per CPU) decode chunks and write their rows in place.
     """
-    if split not in spec.SPLITS:
-        raise DataError(f"unknown split {split!r}", f"use one of {', '.join(spec.SPLITS)}")
+    if split not in spec.ALL_SPLITS:
+        raise DataError(f"unknown split {split!r}", f"use one of {', '.join(spec.ALL_SPLITS)}")
     height, width = (int(v) for v in size)
     if height <= 0 or width <= 0:
         raise DataError(f"image size {size!r} is not positive", "give (height, width), e.g. (224, 224)")
@@ -302,10 +302,13 @@ def prepare_dataset(
     progress: bool = True,
     cache_dir: Path | None = None,
 ) -> dict[str, ImageCache]:
-    """Build (or reuse) the image cache of every split that has images, keyed by split."""
-    clevr = DatasetRoot.locate(root).clevr
+    """Build (or reuse) the image cache of every split that has images, keyed by split.
+
+    A root holding only ``CLEVR_CoGenT_v1.0/`` is prepared as CoGenT (its trainA … testB splits).
+    """
+    clevr = DatasetRoot.locate(root, detect_release(root)).clevr
     caches: dict[str, ImageCache] = {}
-    for split in spec.SPLITS:
+    for split in spec.ALL_SPLITS:
         folder = clevr / "images" / split
         if folder.is_dir() and any(folder.glob("*.png")):
             caches[split] = build_image_cache(clevr, split, size, cache_dir=cache_dir, jobs=jobs, progress=progress)

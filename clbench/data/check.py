@@ -1,7 +1,8 @@
 """``clbench data check``: read a whole dataset, run every program on its scene, and summarise what is there.
 
 Running the executor over every question is the strongest check we have that a folder (real or generated)
-means what its answers say: the executor and the recorded answers must agree on 100 % of questions.
+means what its answers say: the executor and the recorded answers must agree on 100 % of questions. For
+CLEVR-CoGenT it also counts the scenes that keep to their split's condition (A for trainA/valA, B for valB).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from clbench.data import spec
 from clbench.data.clevr import (
     DatasetRoot,
     QuestionRecord,
+    detect_release,
     read_clevr_questions,
     read_clevr_scenes,
     read_humans_questions,
+    require_split,
 )
 from clbench.data.vocab import Vocabulary, tokenize
 from clbench.errors import ProgramError
@@ -59,6 +62,9 @@ class CheckReport:
     agreed: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
     mismatch_count: int = 0
+    release: str = spec.CLEVR_DIRNAME  # or spec.COGENT_DIRNAME
+    condition_share: dict[str, float] = field(default_factory=dict)  # CoGenT split → share obeying its condition
+    scene_counts: dict[str, int] = field(default_factory=dict)  # CoGenT split → scenes behind that share
 
     @property
     def executor_agreement(self) -> float:
@@ -76,7 +82,8 @@ class CheckReport:
         if len(self.answer_balance):
             balance = (self.answer_balance * 100).map("{:.1f} %".format)
             lines += ["share of the most common answer, per type:", balance.to_string(), ""]
-        vocab = f"question vocabulary: {self.question_vocab_size} tokens (CLEVR train)"
+        train = "CoGenT trainA" if self.release == spec.COGENT_DIRNAME else "CLEVR train"
+        vocab = f"question vocabulary: {self.question_vocab_size} tokens ({train})"
         if self.grown_vocab_size is not None:
             vocab += f", {self.grown_vocab_size} after CLEVR-Humans words seen ≥ {HUMANS_MIN_COUNT} times"
         lines.append(vocab)
@@ -87,6 +94,11 @@ class CheckReport:
             )
         else:
             lines.append("executor agreement: n/a (no question has both a program and a scene)")
+        for split, share in self.condition_share.items():
+            lines.append(
+                f"condition: {split} {share * 100:.1f} % of {self.scene_counts[split]} scenes obey "
+                f"{spec.condition_of(split)}"
+            )
         if self.mismatches:
             lines.append(f"first mismatches ({self.mismatch_count} in all):")
             lines += [f"  {m}" for m in self.mismatches]
@@ -100,29 +112,44 @@ def _type_counts(records: list[QuestionRecord]) -> dict[str, int]:
     return row
 
 
-def check_dataset(path: Path) -> CheckReport:
+def check_dataset(path: Path, *, clevr_dirname: str | None = None) -> CheckReport:
     """Validate a dataset root (or a lone ``CLEVR_v1.0/``) through the readers and execute every program.
 
-    Malformed files raise :class:`clbench.errors.DataError` from the readers; disagreements between programs
-    and answers do not raise, they are counted in the report.
+    ``clevr_dirname`` names the release to read; by default a root holding ``CLEVR_CoGenT_v1.0/`` and no
+    ``CLEVR_v1.0/`` is read as CoGenT, which must have trainA, valA and valB. Malformed files raise
+    :class:`clbench.errors.DataError` from the readers; disagreements between programs and answers, and
+    scenes outside their condition, do not raise: they are counted in the report.
     """
     from clbench.data.programs import execute  # imported here: the executor is the heaviest check
 
-    root = DatasetRoot.locate(path)
+    clevr_dirname = clevr_dirname or detect_release(path)
+    root = DatasetRoot.locate(path, clevr_dirname)
+    cogent = clevr_dirname == spec.COGENT_DIRNAME
+    if cogent:
+        splits, label, train, val = spec.COGENT_SPLITS, "CoGenT", "trainA", "valA"
+        for split in ("trainA", "valA", "valB"):
+            require_split(root.clevr, split)
+    else:
+        splits, label, train, val = spec.SPLITS, "CLEVR", "train", "val"
     rows: dict[str, dict[str, int]] = {}
     answers_by_type: dict[str, Counter[str]] = {}
     clevr_train_tokens: list[list[str]] = []
     report_mismatches: list[Mismatch] = []
+    condition_share: dict[str, float] = {}
+    scene_counts: dict[str, int] = {}
     executed = agreed = mismatch_count = 0
 
-    for split in spec.SPLITS:
+    for split in splits:
         if not (root.clevr / "questions" / f"CLEVR_{split}_questions.json").is_file():
             continue
         records = read_clevr_questions(root.clevr, split)
-        rows[f"CLEVR {split}"] = _type_counts(records)
+        rows[f"{label} {split}"] = _type_counts(records)
         scenes_file = root.clevr / "scenes" / f"CLEVR_{split}_scenes.json"
         scenes = read_clevr_scenes(root.clevr, split) if scenes_file.is_file() else None
-        if split == "train" or (split == "val" and not clevr_train_tokens):
+        if cogent and scenes is not None and (condition := spec.condition_of(split)):
+            condition_share[split] = sum(spec.obeys(s["objects"], condition) for s in scenes) / len(scenes)
+            scene_counts[split] = len(scenes)
+        if split == train or (split == val and not clevr_train_tokens):
             clevr_train_tokens = [tokenize(r.question) for r in records]
         for record in records:
             if record.answer is not None and record.question_type is not None:
@@ -175,4 +202,7 @@ def check_dataset(path: Path) -> CheckReport:
         agreed=agreed,
         mismatches=report_mismatches,
         mismatch_count=mismatch_count,
+        release=clevr_dirname,
+        condition_share=condition_share,
+        scene_counts=scene_counts,
     )

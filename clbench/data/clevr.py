@@ -1,4 +1,4 @@
-"""Readers for CLEVR v1.0 and CLEVR-Humans into small typed records, validating as they read.
+"""Readers for CLEVR v1.0, CLEVR-CoGenT v1.0 and CLEVR-Humans into small typed records, validating as they read.
 
 Real question files are 100–500 MB, so they are streamed: the standard library has no streaming JSON parser
 and ijson is not a dependency, so :func:`iter_json_array` reads the file in chunks, finds the named top-level
@@ -22,18 +22,20 @@ from clbench.errors import DataError, ProgramError
 __all__ = [
     "DatasetRoot",
     "QuestionRecord",
+    "detect_release",
     "image_path",
     "image_split",
     "iter_json_array",
     "read_clevr_questions",
     "read_clevr_scenes",
     "read_humans_questions",
+    "require_split",
 ]
 
 CHUNK_CHARS = 1 << 20  # characters read per chunk while streaming
 MAX_ELEMENT_CHARS = 64 << 20  # a single question or scene larger than this is certainly malformed
 _GENERATE_HINT = "`python -m clbench data generate --out DIR` makes a small one"
-_IMAGE_NAME = re.compile(r"^CLEVR_(train|val|test)_\d+\.png$")
+_IMAGE_NAME = re.compile(rf"^CLEVR_({'|'.join(spec.ALL_SPLITS)})_\d+\.png$")
 _ANSWER_SET = frozenset(spec.ANSWERS)
 
 
@@ -58,37 +60,83 @@ class QuestionRecord:
 
 @dataclass(frozen=True)
 class DatasetRoot:
-    """Where a dataset lives: the folder holding ``CLEVR_v1.0/`` and, optionally, ``CLEVR-Humans/``."""
+    """Where a dataset lives: the folder holding ``CLEVR_v1.0/`` (or ``CLEVR_CoGenT_v1.0/``) and, optionally,
+    ``CLEVR-Humans/`` (only beside CLEVR v1.0, whose images its questions ask about)."""
 
     root: Path
     clevr: Path
     humans: Path | None
 
     @classmethod
-    def locate(cls, path: Path | str) -> DatasetRoot:
-        """Accept a dataset root (as the downloads unpack) or a lone ``CLEVR_v1.0/`` folder."""
+    def locate(cls, path: Path | str, clevr_dirname: str = spec.CLEVR_DIRNAME) -> DatasetRoot:
+        """Accept a dataset root (as the downloads unpack) or a lone ``clevr_dirname`` folder."""
         path = Path(path).expanduser()
-        what = (
-            f"a folder holding {spec.CLEVR_DIRNAME}/ (questions/, scenes/, images/) and optionally "
-            f"{spec.HUMANS_DIRNAME}/"
-        )
+        cogent = clevr_dirname == spec.COGENT_DIRNAME
+        what = f"a folder holding {clevr_dirname}/ (questions/, scenes/, images/)"
+        if not cogent:
+            what += f" and optionally {spec.HUMANS_DIRNAME}/"
+        hint = _generate_hint(clevr_dirname)
         if not path.is_dir():
-            raise DataError(f"dataset folder {path} does not exist", f"point to {what}; {_GENERATE_HINT}")
-        if (path / spec.CLEVR_DIRNAME).is_dir():
-            clevr = path / spec.CLEVR_DIRNAME
+            raise DataError(f"dataset folder {path} does not exist", f"point to {what}; {hint}")
+        if (path / clevr_dirname).is_dir():
             humans = path / spec.HUMANS_DIRNAME
-            found = cls(root=path, clevr=clevr, humans=humans if humans.is_dir() else None)
-        elif (path / "questions").is_dir() or path.name == spec.CLEVR_DIRNAME:
+            found = cls(root=path, clevr=path / clevr_dirname, humans=None if cogent or not humans.is_dir() else humans)
+        elif (path / "questions").is_dir() or path.name == clevr_dirname:
             found = cls(root=path, clevr=path, humans=None)
         else:
-            raise DataError(f"{path} holds no {spec.CLEVR_DIRNAME}/ folder", f"point to {what}; {_GENERATE_HINT}")
+            raise DataError(f"{path} holds no {clevr_dirname}/ folder", f"point to {what}; {hint}")
         questions = found.clevr / "questions"
         if not questions.is_dir() or not any(questions.glob("CLEVR_*_questions.json")):
             raise DataError(
                 f"{found.clevr} has no questions/CLEVR_<split>_questions.json",
-                f"point to {what}; {_GENERATE_HINT}",
+                f"point to {what}; {hint}",
             )
         return found
+
+
+def _generate_hint(clevr_dirname: str) -> str:
+    if clevr_dirname == spec.COGENT_DIRNAME:
+        return "`python -m clbench data generate --world cogent --out DIR` makes a small one"
+    return _GENERATE_HINT
+
+
+def _release(split: str) -> str:
+    """The folder a split ships in, for messages that say what to unpack."""
+    return spec.COGENT_DIRNAME if split in spec.COGENT_SPLITS else spec.CLEVR_DIRNAME
+
+
+def detect_release(path: Path | str) -> str:
+    """``CLEVR_CoGenT_v1.0`` for a root holding only that folder, or for that folder itself (also when its
+    question files name CoGenT splits only); ``CLEVR_v1.0`` otherwise."""
+    path = Path(path).expanduser()
+    if (path / spec.CLEVR_DIRNAME).is_dir():
+        return spec.CLEVR_DIRNAME
+    if (path / spec.COGENT_DIRNAME).is_dir() or path.name == spec.COGENT_DIRNAME:
+        return spec.COGENT_DIRNAME
+    found = {p.name.removeprefix("CLEVR_").removesuffix("_questions.json") for p in path.glob("questions/*.json")}
+    return spec.COGENT_DIRNAME if found and found <= set(spec.COGENT_SPLITS) else spec.CLEVR_DIRNAME
+
+
+def require_split(clevr_dir: Path, split: str) -> None:
+    """Fail early, in one line, when a split the run needs is absent: questions, images and (outside the
+    test splits) scenes."""
+    _check_split(split)
+    clevr_dir = Path(clevr_dir)
+    needed = [
+        clevr_dir / "questions" / f"CLEVR_{split}_questions.json",
+        clevr_dir / "images" / split,
+    ]
+    if split not in spec.TEST_SPLITS:
+        needed.append(clevr_dir / "scenes" / f"CLEVR_{split}_scenes.json")
+    release = _release(split)
+    wanted = "trainA, valA and valB" if release == spec.COGENT_DIRNAME else "train and val"
+    kind = "CoGenT" if release == spec.COGENT_DIRNAME else "CLEVR"
+    for path in needed:
+        if not path.exists():
+            raise DataError(
+                f"{path} is missing: a {kind} folder needs {wanted}",
+                f"unpack {release} again; {_generate_hint(release)}",
+            )
 
 
 def image_split(image_filename: str, *, source: Path | None = None) -> str:
@@ -278,7 +326,7 @@ class _ImageIndex:
             raise DataError(
                 f"{source} question {question_index} refers to missing image "
                 f"{self.clevr_dir / 'images' / split / filename}",
-                "restore the image (unpack CLEVR_v1.0 again) or remove the question",
+                f"restore the image (unpack {_release(split)} again) or remove the question",
             )
 
 
@@ -338,9 +386,9 @@ def _answer(raw: Mapping, source: Path, position: int) -> str | None:
     return sys.intern(answer)
 
 
-def _check_split(split: str) -> None:
-    if split not in spec.SPLITS:
-        raise DataError(f"unknown split {split!r}", f"use one of {', '.join(spec.SPLITS)}")
+def _check_split(split: str, known: tuple[str, ...] = spec.ALL_SPLITS) -> None:
+    if split not in known:
+        raise DataError(f"unknown split {split!r}", f"use one of {', '.join(known)}")
 
 
 def _question_objects(source: Path, images: _ImageIndex | None) -> Iterator[tuple[int, Mapping, str]]:
@@ -397,7 +445,7 @@ def read_clevr_questions(
     clevr_dir = Path(clevr_dir)
     source = clevr_dir / "questions" / f"CLEVR_{split}_questions.json"
     if not source.is_file():
-        raise DataError(f"{source} not found", f"unpack CLEVR_v1.0 there; {_GENERATE_HINT}")
+        raise DataError(f"{source} not found", f"unpack {_release(split)} there; {_generate_hint(_release(split))}")
     images = _ImageIndex(clevr_dir) if check_images else None
     interner = _Interner()
     records: list[QuestionRecord] = []
@@ -428,7 +476,7 @@ def read_humans_questions(humans_dir: Path, split: str, *, clevr_dir: Path | Non
 
     Image existence is checked against ``clevr_dir`` when given, since the images live in CLEVR's folder.
     """
-    _check_split(split)
+    _check_split(split, spec.SPLITS)
     humans_dir = Path(humans_dir)
     source = humans_dir / f"CLEVR-Humans-{split}.json"
     if not source.is_file():
@@ -471,15 +519,23 @@ def read_clevr_scenes(clevr_dir: Path, split: str) -> list[dict]:
     """Read ``scenes/CLEVR_{split}_scenes.json`` into a list where ``scenes[i]`` is image ``i``'s scene.
 
     Only the shape the executor relies on is checked: objects with the four attributes, and every relation
-    as one list per object. CLEVR ships no test scenes.
+    as one list per object. CLEVR and CoGenT ship no test scenes. CoGenT's README calls the relations
+    ``relations`` while its files say ``relationships``: either is read, as ``relationships``.
     """
     _check_split(split)
     source = Path(clevr_dir) / "scenes" / f"CLEVR_{split}_scenes.json"
     if not source.is_file():
-        fix = "CLEVR has no test scenes; use train or val" if split == "test" else "unpack CLEVR_v1.0 again"
+        if split == "test":
+            fix = "CLEVR has no test scenes; use train or val"
+        elif split in spec.TEST_SPLITS:
+            fix = "CLEVR-CoGenT has no test scenes; use trainA, valA or valB"
+        else:
+            fix = f"unpack {_release(split)} again"
         raise DataError(f"{source} not found", fix)
     by_index: dict[int, dict] = {}
     for position, scene in enumerate(iter_json_array(source, "scenes")):
+        if isinstance(scene, dict) and "relationships" not in scene and "relations" in scene:
+            scene["relationships"] = scene.pop("relations")
         _check_scene(scene, source, position)
         index = scene.get("image_index", position)
         if not isinstance(index, int) or index in by_index:

@@ -1,4 +1,5 @@
-"""Writing the generated dataset as a CLEVR v1.0 folder plus CLEVR-Humans JSON: atomic, same bytes per seed.
+"""Writing the generated dataset as a CLEVR v1.0 folder plus CLEVR-Humans JSON (or, for the ``cogent``
+world, a CLEVR-CoGenT v1.0 folder): atomic, same bytes per seed.
 
 A root is complete only once its manifest (written last, inside a temporary sibling folder that is then
 renamed into place) says which preset, seed and generator version made it, so an interrupted run never
@@ -21,7 +22,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clbench.data.spec import CLEVR_DIRNAME, HUMANS_DIRNAME, SPLITS
+from clbench.data.spec import (
+    CLEVR_DIRNAME,
+    COGENT_CONDITIONS,
+    COGENT_DIRNAME,
+    HUMANS_DIRNAME,
+    TEST_SPLITS,
+    condition_of,
+)
 from clbench.errors import ConfigError, DataError
 from clbench.paths import writable_folder
 from clbench.synth.humans import HumansEngine
@@ -34,6 +42,7 @@ SYNTH_VERSION = 1  # bump when the same preset and seed would give different fil
 MANIFEST_NAME = "clbench_synth.json"
 GENERATOR = "clbench.synth"
 _POOL_MIN_IMAGES = 300  # below this, starting worker processes costs more than it saves
+WORLDS: tuple[str, ...] = ("clevr", "cogent")  # CLEVR v1.0 + CLEVR-Humans, or CLEVR-CoGenT v1.0
 
 
 def resolve_preset(preset: str | SynthPreset) -> SynthPreset:
@@ -43,6 +52,25 @@ def resolve_preset(preset: str | SynthPreset) -> SynthPreset:
         return PRESETS[preset]
     except KeyError:
         raise ConfigError(f"unknown synthetic preset {preset!r}", f"use one of {', '.join(PRESETS)}") from None
+
+
+def _check_world(world: str) -> None:
+    if world not in WORLDS:
+        raise ConfigError(f"unknown synthetic world {world!r}", f"use one of {', '.join(WORLDS)}")
+
+
+def split_sizes(preset: SynthPreset, world: str = "clevr") -> dict[str, int]:
+    """Images per split. CoGenT's valB is three times valA: fine-tuning questions are taken from it and the
+    rest is the B test, as in the FiLM paper."""
+    if world == "cogent":
+        return {
+            "trainA": preset.train_images,
+            "valA": preset.val_images,
+            "valB": 3 * preset.val_images,
+            "testA": preset.test_images,
+            "testB": preset.test_images,
+        }
+    return {"train": preset.train_images, "val": preset.val_images, "test": preset.test_images}
 
 
 def _rng(seed: int, *purpose: str) -> random.Random:
@@ -80,14 +108,18 @@ def read_manifest(root: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) and manifest.get("generator") == GENERATOR else None
 
 
-def is_complete(root: Path, preset: str | SynthPreset, seed: int) -> bool:
-    """Whether ``root`` holds exactly what ``generate(root, preset, seed)`` would write now."""
+def is_complete(root: Path, preset: str | SynthPreset, seed: int, world: str = "clevr") -> bool:
+    """Whether ``root`` holds exactly what ``generate(root, preset, seed, world=world)`` would write now.
+
+    Manifests of the clevr world carry no ``world`` key (those written before CoGenT stay valid).
+    """
     manifest = read_manifest(root)
     return (
         manifest is not None
         and manifest.get("version") == SYNTH_VERSION
         and manifest.get("seed") == seed
         and manifest.get("preset") == asdict(resolve_preset(preset))
+        and manifest.get("world", "clevr") == world
     )
 
 
@@ -127,7 +159,7 @@ def _install(staged: Path, out: Path) -> None:
 
 def _question_json(question, scene: Mapping, index: int, split: str) -> dict:
     """One question with CLEVR's keys in CLEVR's order; test questions carry no answer or program."""
-    if split == "test":
+    if split in TEST_SPLITS:
         return {
             "image_index": scene["image_index"],
             "question_index": index,
@@ -169,15 +201,17 @@ def _bar(items: Iterable, total: int, what: str, progress: bool) -> Iterable:
     return tqdm(items, total=total, desc=what, unit="img", disable=not progress or None, file=sys.stderr, leave=False)
 
 
-def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: int) -> dict:
+def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: int, world: str) -> dict:
     camera = Camera.fit(preset.image_width, preset.image_height, preset.camera_elevation_deg)
-    clevr = root / CLEVR_DIRNAME
-    sizes = {"train": preset.train_images, "val": preset.val_images, "test": preset.test_images}
+    clevr = root / (COGENT_DIRNAME if world == "cogent" else CLEVR_DIRNAME)
+    sizes = split_sizes(preset, world)
     scenes: dict[str, list[dict]] = {}
     tasks = []
-    for split in SPLITS:
+    for split, size in sizes.items():
         rng = _rng(seed, "scenes", split)
-        scenes[split] = [make_scene(sample_objects(rng, preset), camera, split, i) for i in range(sizes[split])]
+        condition = condition_of(split)
+        palettes = COGENT_CONDITIONS[condition] if condition else None
+        scenes[split] = [make_scene(sample_objects(rng, preset, palettes), camera, split, i) for i in range(size)]
         (clevr / "images" / split).mkdir(parents=True)
         for scene in scenes[split]:
             path = clevr / "images" / split / scene["image_filename"]
@@ -186,7 +220,7 @@ def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: 
     counts: dict[str, int] = {}
     try:
         first = next(rendered, None)  # start them now, so they render while the questions are made
-        for split in SPLITS:
+        for split in sizes:
             engine = QuestionEngine(preset, _rng(seed, "questions", split))
             questions = []
             for scene in _bar(scenes[split], len(scenes[split]), f"{split} questions", progress):
@@ -196,36 +230,45 @@ def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: 
                 clevr / "questions" / f"CLEVR_{split}_questions.json",
                 {"info": _info(split, preset, seed), "questions": questions},
             )
-            counts[f"clevr_{split}_questions"] = len(questions)
-            counts[f"clevr_{split}_images"] = len(scenes[split])
-            if split != "test":  # like the real release: no test scenes
+            counts[f"{world}_{split}_questions"] = len(questions)
+            counts[f"{world}_{split}_images"] = len(scenes[split])
+            if split not in TEST_SPLITS:  # like the real release: no test scenes
                 payload = {"info": _info(split, preset, seed), "scenes": scenes[split]}
                 _write_json(clevr / "scenes" / f"CLEVR_{split}_scenes.json", payload)
-        humans_sources = {"train": scenes["train"], "val": scenes["val"], "test": scenes["val"]}
-        humans_counts = {"train": preset.humans_train, "val": preset.humans_val, "test": preset.humans_test}
-        for split in SPLITS:
-            engine = HumansEngine(preset, _rng(seed, "humans", split))
-            questions = [
-                {
-                    "image_filename": scene["image_filename"],
-                    "question": question.text,
-                    "answer": question.answer,
-                    "image_index": scene["image_index"],
-                }
-                for scene, question in engine.generate(humans_sources[split], humans_counts[split])
-            ]
-            payload = {"info": _info(split, preset, seed), "questions": questions}
-            _write_json(root / HUMANS_DIRNAME / f"CLEVR-Humans-{split}.json", payload)
-            counts[f"humans_{split}_questions"] = len(questions)
+        if world == "clevr":
+            counts.update(_write_humans(root, preset, seed, scenes))
         done = 0 if first is None else 1
         for _ in _bar(rendered, len(tasks) - done, "rendering", progress):
             pass
     finally:
         rendered.close()  # stops the workers if anything above failed
+    release = "CLEVR-CoGenT" if world == "cogent" else "CLEVR"
     (clevr / "README.txt").write_text(
-        f"Synthetic CLEVR-format data generated by {GENERATOR} (preset {preset.name}, seed {seed}).\n",
+        f"Synthetic {release}-format data generated by {GENERATOR} (preset {preset.name}, seed {seed}).\n",
         encoding="ascii",
     )
+    return counts
+
+
+def _write_humans(root: Path, preset: SynthPreset, seed: int, scenes: Mapping[str, list[dict]]) -> dict:
+    """CLEVR-Humans-style questions about CLEVR's train and val images (val and test share the val images)."""
+    sources = {"train": scenes["train"], "val": scenes["val"], "test": scenes["val"]}
+    wanted = {"train": preset.humans_train, "val": preset.humans_val, "test": preset.humans_test}
+    counts: dict[str, int] = {}
+    for split, source in sources.items():
+        engine = HumansEngine(preset, _rng(seed, "humans", split))
+        questions = [
+            {
+                "image_filename": scene["image_filename"],
+                "question": question.text,
+                "answer": question.answer,
+                "image_index": scene["image_index"],
+            }
+            for scene, question in engine.generate(source, wanted[split])
+        ]
+        payload = {"info": _info(split, preset, seed), "questions": questions}
+        _write_json(root / HUMANS_DIRNAME / f"CLEVR-Humans-{split}.json", payload)
+        counts[f"humans_{split}_questions"] = len(questions)
     return counts
 
 
@@ -236,22 +279,28 @@ def generate(
     progress: bool = True,
     *,
     workers: int | None = None,
+    world: str = "clevr",
 ) -> Path:
-    """Write a dataset root (``CLEVR_v1.0/`` + ``CLEVR-Humans/``) at ``out`` and return it.
+    """Write a dataset root at ``out`` and return it: ``CLEVR_v1.0/`` + ``CLEVR-Humans/`` for the clevr
+    world, ``CLEVR_CoGenT_v1.0/`` alone for the cogent world (trainA/valA drawn under condition A,
+    valB/testB under B).
 
-    ``workers`` rendering processes (default: one per core but one; 0 renders here). The same preset and
-    seed give byte-identical files, whatever the number of workers. Everything is written into a temporary
-    sibling folder renamed into place at the end; ``out`` may be missing, empty or an earlier generated
-    dataset.
+    ``workers`` rendering processes (default: one per core but one; 0 renders here). The same preset, seed
+    and world give byte-identical files, whatever the number of workers. Everything is written into a
+    temporary sibling folder renamed into place at the end; ``out`` may be missing, empty or an earlier
+    generated dataset.
     """
+    _check_world(world)
     preset = resolve_preset(preset)
     out = Path(out).expanduser().absolute()
     _check_target(out)
     writable_folder(out.parent, "--out")
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        counts = _write(staged, preset, seed, progress, _default_workers() if workers is None else workers)
+        counts = _write(staged, preset, seed, progress, _default_workers() if workers is None else workers, world)
         manifest = {"generator": GENERATOR, "version": SYNTH_VERSION, "seed": seed, "preset": asdict(preset)}
+        if world != "clevr":  # clevr manifests stay as they were, so caches generated earlier stay complete
+            manifest["world"] = world
         _write_json(staged / MANIFEST_NAME, {**manifest, "counts": counts})  # last: it marks completeness
         _install(staged, out)
     except BaseException:
@@ -260,21 +309,25 @@ def generate(
     return out
 
 
-def default_data_root(preset: str = "small", seed: int = 0) -> Path:
-    """``$CLBENCH_DATA_HOME/synth-{preset}-seed{seed}``, else under ``~/.cache/clbench/data``."""
+def default_data_root(preset: str = "small", seed: int = 0, world: str = "clevr") -> Path:
+    """``$CLBENCH_DATA_HOME/synth-{preset}-seed{seed}`` (``-cogent`` appended for that world), else under
+    ``~/.cache/clbench/data``."""
+    _check_world(world)
     name = preset.name if isinstance(preset, SynthPreset) else preset
     home = os.environ.get("CLBENCH_DATA_HOME")
     base = Path(home).expanduser() if home else Path.home() / ".cache" / "clbench" / "data"
-    return base / f"synth-{name}-seed{seed}"
+    suffix = "" if world == "clevr" else f"-{world}"
+    return base / f"synth-{name}-seed{seed}{suffix}"
 
 
-def ensure_default_data(preset: str = "small", seed: int = 0, progress: bool = True) -> Path:
+def ensure_default_data(preset: str = "small", seed: int = 0, progress: bool = True, world: str = "clevr") -> Path:
     """The default dataset's root: generated on first use (saying where, on stderr), reused afterwards."""
-    root = default_data_root(preset, seed)
-    if is_complete(root, preset, seed):
+    root = default_data_root(preset, seed, world)
+    if is_complete(root, preset, seed, world):
         return root
+    what = f"{preset} dataset" if world == "clevr" else f"{preset} {world} dataset"
     print(
-        f"clbench: generating the built-in {preset} dataset (seed {seed}) into {root}; later runs reuse it",
+        f"clbench: generating the built-in {what} (seed {seed}) into {root}; later runs reuse it",
         file=sys.stderr,
     )
-    return generate(root, preset, seed, progress)
+    return generate(root, preset, seed, progress, world=world)

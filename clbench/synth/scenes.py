@@ -125,13 +125,22 @@ def _fits(x: float, y: float, radius: float, placed: Sequence[Mapping], preset: 
     return True
 
 
-def sample_objects(rng: random.Random, preset: SynthPreset) -> list[dict]:
-    """Objects with uniform attributes, placed one by one; a crowded or hidden layout starts over."""
+def sample_objects(
+    rng: random.Random, preset: SynthPreset, palettes: Mapping[str, Sequence[str]] | None = None
+) -> list[dict]:
+    """Objects with uniform attributes, placed one by one; a crowded or hidden layout starts over.
+
+    ``palettes`` (a CoGenT condition) limits some shapes' colours: a colour outside its shape's palette is
+    drawn again from the palette, which keeps colours uniform over it and leaves the unconditioned draws
+    (hence the CLEVR world's bytes) exactly as they were.
+    """
     while True:
         count = rng.randint(preset.min_objects, preset.max_objects)
         placed: list[dict] = []
         for _ in range(count):
             size, color, material, shape = (rng.choice(v) for v in (SIZES, COLORS, MATERIALS, SHAPES))
+            if palettes is not None and color not in palettes.get(shape, COLORS):
+                color = rng.choice(palettes[shape])
             rotation = round(rng.uniform(0.0, 360.0), 3)
             for _attempt in range(40):
                 x = round(rng.uniform(-WORLD_HALF, WORLD_HALF), 3)
