@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from clbench.config import PRESETS, override, validate
 from clbench.data.spec import QUESTION_TYPES
-from clbench.runner import build_model, build_scenario, resolve_device
+from clbench.runner import build_benchmark, build_model, resolve_device
 
 
 def evaluate(model, dataset, types: np.ndarray, device: torch.device, batch_size: int) -> dict[str, float]:
@@ -46,11 +45,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     config = PRESETS[args.preset]
     config = validate(override(config, dict(item.split("=", 1) for item in args.set)))
-    config = replace(config, data=replace(config.data, fraction=1.0))
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    scenario = build_scenario(config, progress=False)
+    scenario = build_benchmark(config, progress=False)
     model = build_model(config, scenario, device)
     train, test = scenario.train_datasets[0], scenario.test_datasets[0]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)

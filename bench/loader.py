@@ -54,13 +54,13 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries(debug=False)
     from clbench.config import PRESETS
-    from clbench.runner import build_model, build_scenario, resolve_device
+    from clbench.runner import build_benchmark, build_model, resolve_device
     from clbench.training import FiLMTemplate
 
     base = PRESETS[args.preset]
     config = replace(base, device=args.device, data=replace(base.data, max_train_questions=args.questions))
     device = resolve_device(config.device)
-    scenario = build_scenario(config, progress=False)
+    scenario = build_benchmark(config, progress=False)
     experience = scenario.train_stream[0]
     model = build_model(config, scenario, device)
     template = FiLMTemplate(

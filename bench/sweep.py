@@ -51,9 +51,9 @@ def main() -> None:
     config = replace(base, data=replace(base.data, max_train_questions=args.clevr_questions))
     spec = SweepSpec(
         parse_list(args.strategies, str, "--strategies"),
-        parse_list(args.fractions, float, "--fractions"),
         parse_list(args.seeds, int, "--seeds"),
         config,
+        grid=(("scenario.fraction", parse_list(args.fractions, str, "--fractions")),),
     )
     cells = len(spec.cells())
     print(f"sweep of {cells} cells ({args.strategies} × {args.fractions} × seeds {args.seeds}), preset {args.preset}")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from clbench import tracking
 from clbench.config import PRESETS
-from clbench.runner import build_model, build_scenario
+from clbench.runner import build_benchmark, build_model
 from clbench.strategy import instantiate, resolve
 from clbench.training import FiLMTemplate, amp_dtype
 
@@ -63,7 +63,7 @@ def main() -> None:
     from clbench.runner import resolve_device
 
     device = resolve_device(config.device)
-    scenario = build_scenario(config, progress=False)
+    scenario = build_benchmark(config, progress=False)
     experience = scenario.train_stream[0]
     model = build_model(config, scenario, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0))

@@ -1,10 +1,10 @@
 """Checkpoints: the experience-0 cache, and run checkpoints that let an interrupted run continue.
 
-The experience-0 cache: CLEVR is trained once per (data, model, experience-0 training, seed) and reused. What
-is kept is exactly the state at the end of experience 0's last epoch, *before* any end-of-experience hook ran:
-model, optimiser and RNG states. A run that starts from it replays experience 0 with zero epochs, so every
-strategy's own Avalanche hooks (EWC importances, replay buffer) run on the same model and RNG state as in a
-run that trained it, and give the same result.
+The experience-0 cache: experience 0 is trained once per (scenario, data, model, its training, seed) and
+reused. What is kept is exactly the state at the end of experience 0's last epoch, *before* any
+end-of-experience hook ran: model, optimiser and RNG states. A run that starts from it replays experience 0
+with zero epochs, so every strategy's own Avalanche hooks (EWC importances, replay buffer) run on the same
+model and RNG state as in a run that trained it, and give the same result.
 
 Run checkpoints (`runs/<mlflow run id>.pt`) are written after every epoch and experience. Everything is saved
 as tensors and plain values, and loaded with `torch.load(..., weights_only=True)`; writes are atomic.
@@ -40,12 +40,21 @@ def checkpoint_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "clbench") / "checkpoints"
 
 
-def experience0_key(config: RunConfig, data_fingerprint: str) -> str:
-    """Everything that decides the model at the end of experience 0, and nothing else."""
+def scenario_identity(scenario: Any) -> dict[str, Any]:
+    """The scenario's name and what its first experience depends on: runs agreeing on it share experience 0."""
+    return {"name": scenario.name, **scenario.experience0_identity()}
+
+
+def experience0_key(config: RunConfig, data_fingerprint: str, scenario: dict[str, Any] | None = None) -> str:
+    """Everything that decides the model at the end of experience 0, and nothing else.
+
+    `scenario` is `scenario_identity(...)`; a sweep groups its cells by this key without the data fingerprint.
+    """
     train = config.train
     inputs = {
         "format": FORMAT_VERSION,
         "data": data_fingerprint,
+        "scenario": scenario or {},
         "max_train_questions": config.data.max_train_questions,
         "model": asdict(config.model),
         "train": {
@@ -149,7 +158,7 @@ def locked(key: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("experience 0 (CLEVR): waiting for another run that is training it", file=sys.stderr)
+            print("experience 0: waiting for another run that is training it", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

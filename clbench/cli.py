@@ -55,15 +55,19 @@ DEFAULT_FRACTIONS = "0.1,0.25,0.33,0.5,1.0"
 
 
 def _add_shared_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", help="dataset root holding CLEVR_v1.0/ and CLEVR-Humans/ (default: generated)")
+    parser.add_argument(
+        "--scenario", default="clevr-humans", help="a name (see `scenarios`), file.py:Class or module:Class"
+    )
+    parser.add_argument("--data", help="the dataset root the scenario reads, as downloaded (default: generated)")
     parser.add_argument("--preset", default="small", help="tiny | small | paper (default: small)")
-    parser.add_argument("--epochs", help="epochs: N for every experience, or one per experience (N0,N1,...)")
+    parser.add_argument("--epochs", help="epochs per experience: N0,N1,... (the last repeats; one value: all)")
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a strategy parameter (ewc_lambda=100) or a config field (train.lr=1e-3, model.module_dim=64)",
+        help="a strategy parameter (ewc_lambda=100), a scenario parameter (scenario.fraction=0.5) or a config "
+        "field (train.lr=1e-3, model.module_dim=64)",
     )
     parser.add_argument("--config", type=Path, help="YAML file of config fields (sections data/model/train)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -77,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("run", help="train CLEVR then fine-tune on CLEVR-Humans with one strategy")
+    run = commands.add_parser("run", help="train a scenario's experiences in turn with one strategy")
     run.add_argument("--strategy", default="naive", help="a name (see `strategies`), file.py:Class or module:Class")
-    run.add_argument("--fraction", type=str, help="share of CLEVR-Humans train used for fine-tuning, in (0, 1]")
+    run.add_argument("--fraction", type=str, help="shortcut for --set scenario.fraction: the fine-tuning share")
     run.add_argument("--seed", type=int)
     _add_shared_run_options(run)
     run.add_argument("--run-name", help="MLflow run name (default: the strategy's name)")
@@ -91,24 +95,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run (default: the latest) with its own config, in its MLflow run",
     )
 
-    sweep = commands.add_parser("sweep", help="run strategies × fractions × seeds as one MLflow parent run")
+    sweep = commands.add_parser("sweep", help="run strategies × seeds × a grid as one MLflow parent run")
     sweep.add_argument(
         "--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated (default: {DEFAULT_STRATEGIES})"
     )
     sweep.add_argument(
-        "--fractions", default=DEFAULT_FRACTIONS, help=f"shares in (0, 1] (default: {DEFAULT_FRACTIONS})"
+        "--fractions",
+        help=f"shortcut for --grid scenario.fraction=... (default, where the scenario has one: {DEFAULT_FRACTIONS})",
     )
     sweep.add_argument("--seeds", default="0,1,2", help="comma-separated (default: 0,1,2)")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="an axis over any config field, scenario.* or strategy parameter; values split on commas, or on ';' "
+        "when one holds commas (scenario.order=exist,count;count,exist)",
+    )
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once, each in its own process (default: 1)")
     _add_shared_run_options(sweep)
 
     report = commands.add_parser("report", help="tables and plots of a sweep, from MLflow, into a folder")
-    report.add_argument("--experiment", help="MLflow experiment (default: clevr-humans)")
+    report.add_argument("--scenario", default="clevr-humans", help="whose sweep (default: clevr-humans)")
+    report.add_argument("--experiment", help="MLflow experiment (default: the scenario's name)")
     report.add_argument("--sweep", help="the sweep's parent run id (default: the latest sweep in the experiment)")
-    report.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
+    report.add_argument(
+        "--out", type=Path, default=Path("results"), help="output folder; the report goes to OUT/<scenario>/"
+    )
     report.add_argument("--tracking-uri")
 
     commands.add_parser("strategies", help="list the strategies found, with their parameters")
+    commands.add_parser("scenarios", help="list the scenarios found, with their parameters and experiences")
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")
     ui.add_argument("--port", type=int, default=5000)
@@ -121,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, required=True)
     generate.add_argument("--preset", default="small", help="tiny | small")
     generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--world", choices=("clevr", "cogent"), default="clevr", help="clevr (CLEVR_v1.0 + CLEVR-Humans) | cogent"
+    )
     prepare = data.add_parser("prepare", help="decode and resize images into the memory-mapped cache")
     prepare.add_argument("root", type=Path)
     prepare.add_argument("--size", type=_size, help="HEIGHTxWIDTH (default: the small preset's)")
@@ -131,19 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _base_config(args: argparse.Namespace):
-    """Preset, then --config, then --set, then the flags: what `run` and `sweep` share."""
+    """Preset, then --config, then --set, then the flags: what `run` and `sweep` share.
+
+    Returns the config, the strategy's `--set` values and the scenario's (`scenario.X`, without the prefix).
+    """
     from clbench import config as cfg
+    from clbench.scenario import PREFIX
 
     config = cfg.preset(args.preset)
-    if args.config is not None:
-        config = cfg.override(config, cfg.load_yaml(args.config), source=str(args.config))
+    yaml_sets = cfg.load_yaml(args.config) if args.config is not None else {}
+    scenario_sets = {k.removeprefix(PREFIX): v for k, v in yaml_sets.items() if k.startswith(PREFIX)}
+    config = cfg.override(config, {k: v for k, v in yaml_sets.items() if not k.startswith(PREFIX)}, str(args.config))
     sets = _key_values(args.set, "--set")
-    config_sets = {k: v for k, v in sets.items() if "." in k or k in ("seed", "device")}
-    strategy_sets = {k: v for k, v in sets.items() if k not in config_sets}
+    scenario_sets |= {k.removeprefix(PREFIX): v for k, v in sets.items() if k.startswith(PREFIX)}
+    config_sets = {k: v for k, v in sets.items() if not k.startswith(PREFIX) and ("." in k or k in ("seed", "device"))}
+    strategy_sets = {k: v for k, v in sets.items() if k not in config_sets and not k.startswith(PREFIX)}
     config = cfg.override(config, config_sets)
     flags: dict[str, object] = {}
     if getattr(args, "fraction", None) is not None:
-        flags["data.fraction"] = _fraction(args.fraction)
+        scenario_sets["fraction"] = _fraction(args.fraction)
     if args.data is not None:
         flags["data.root"] = args.data
     if getattr(args, "seed", None) is not None:
@@ -152,25 +178,29 @@ def _base_config(args: argparse.Namespace):
         flags["train.epochs"] = cfg.parse_per_experience(args.epochs, int, "--epochs")  # validate checks ≥ 0
     if args.device is not None:
         flags["device"] = args.device
-    return cfg.validate(cfg.override(config, flags)), strategy_sets
+    return cfg.validate(cfg.override(config, flags)), strategy_sets, scenario_sets
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from clbench import scenario as scenarios
     from clbench.runner import run
     from clbench.strategy import instantiate, resolve
 
     if args.resume is not None:
         return _resume(args)
-    config, strategy_sets = _base_config(args)
+    config, strategy_sets, scenario_sets = _base_config(args)
+    scenario = scenarios.load(args.scenario, scenario_sets)
     strategy = instantiate(resolve(args.strategy), strategy_sets)
     run(
         config,
         strategy,
+        scenario,
         experiment=args.experiment,
         run_name=args.run_name,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,
         strategy_spec=args.strategy,
+        scenario_spec=args.scenario,
     )
     return 0
 
@@ -178,6 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     """Continue a checkpointed run: its config, strategy, experiment and store come from the checkpoint."""
     from clbench import checkpoints
+    from clbench import scenario as scenarios
     from clbench.config import RunConfig
     from clbench.runner import run
     from clbench.strategy import instantiate, resolve
@@ -185,37 +216,43 @@ def _resume(args: argparse.Namespace) -> int:
     checkpoint = checkpoints.load_run(None if args.resume == "latest" else args.resume)
     meta = checkpoint.meta
     strategy = instantiate(resolve(meta["strategy"]["spec"]), meta["strategy"]["params"])
+    # Checkpoints from before scenarios were plugins ran clevr-humans, with its fraction in the data config.
+    fraction = meta["config"]["data"].get("fraction", 1.0)
+    scenario_meta = meta.get("scenario") or {"spec": "clevr-humans", "params": {"fraction": fraction}}
     run(
         RunConfig.from_dict(meta["config"]),
         strategy,
+        scenarios.load(scenario_meta["spec"], scenario_meta["params"]),
         experiment=meta["experiment"],
         run_name=meta["run_name"],
         tracking_uri=args.tracking_uri or meta["tracking_uri"],
         progress=not args.no_progress,
         resume=checkpoint,
         strategy_spec=meta["strategy"]["spec"],
+        scenario_spec=scenario_meta["spec"],
     )
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from clbench import config as cfg
-    from clbench.scenarios import clevr_humans
+    from clbench import scenario as scenarios
     from clbench.sweep import SweepSpec, parse_list, sweep
 
-    config, strategy_sets = _base_config(args)
+    config, strategy_sets, scenario_sets = _base_config(args)
+    grid = dict(_grid_axis(item) for item in args.grid)
+    has_fraction = "fraction" in scenarios.resolve(args.scenario).parameters()
+    if args.fractions is not None or (has_fraction and "scenario.fraction" not in grid):
+        fractions = parse_list(args.fractions or DEFAULT_FRACTIONS, str, "--fractions")
+        grid = {"scenario.fraction": tuple(f"{_fraction(f):g}" for f in fractions)} | grid
     spec = SweepSpec(
         strategies=parse_list(args.strategies, str, "--strategies"),
-        fractions=tuple(_fraction(f) for f in parse_list(args.fractions, str, "--fractions")),
         seeds=parse_list(args.seeds, int, "--seeds"),
         config=config,
+        grid=tuple(grid.items()),
         strategy_sets=strategy_sets,
+        scenario=args.scenario,
+        scenario_sets=scenario_sets,
     )
-    config.train.check_experiences(clevr_humans.EXPERIENCES)
-    for seed in spec.seeds:  # the grid sets each cell's seed after the base config was validated
-        cfg.validate(replace(config, seed=seed))
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs} is below 1", "give --jobs 1 or more (at most the CPU cores)")
     result = sweep(
@@ -229,15 +266,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result.count("FAILED") else 0
 
 
+def _grid_axis(item: str) -> tuple[str, tuple[str, ...]]:
+    """`KEY=V1,V2` (or `KEY=V1;V2` when values hold commas, like question-type orders) → (KEY, values)."""
+    key, sep, values = item.partition("=")
+    separator = ";" if ";" in values else ","
+    parts = tuple(v.strip() for v in values.split(separator))
+    if not sep or not key.strip() or not all(parts):
+        raise ConfigError(f"--grid {item!r} is not KEY=V1,V2,...", "write e.g. --grid scenario.fraction=0.1,0.5,1")
+    if len(set(parts)) != len(parts):
+        raise ConfigError(f"--grid {item!r} repeats a value", "list each value once")
+    return key.strip(), parts
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from clbench.paths import writable_folder
     from clbench.report import build_report, load_sweep
+    from clbench.scenario import resolve
 
+    scenario = resolve(args.scenario)
     writable_folder(args.out, "--out", create=False)  # before any work; build_report makes it
-    runs = load_sweep(args.experiment or "clevr-humans", args.sweep, args.tracking_uri)
-    written = build_report(runs, args.out, report_command=_command_line())
-    print(f"wrote {len(written)} files to {args.out} (and to the parent run {runs.parent_id} in MLflow)")
-    print((args.out / "summary.md").read_text())
+    runs = load_sweep(args.experiment or scenario.name, args.sweep, args.tracking_uri)
+    out = args.out / scenario.name
+    written = build_report(runs, out, scenario, report_command=_command_line())
+    print(f"wrote {len(written)} files to {out} (and to the parent run {runs.parent_id} in MLflow)")
+    print((out / "summary.md").read_text())
     return 0
 
 
@@ -251,6 +303,18 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     for name, cls in available().items():
         params = ", ".join(f"{k}={v!r}" for k, v in cls.parameters().items()) or "no parameters"
         print(f"{name:18s} {cls.describe()}")
+        print(f"{'':18s}   {params}   [{cls.__module__}:{cls.__qualname__}]")
+    return 0
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from clbench.scenario import PREFIX, available
+
+    for name, cls in available().items():
+        scenario = cls()
+        params = ", ".join(f"{PREFIX}{k}={v!r}" for k, v in cls.parameters().items()) or "no parameters"
+        print(f"{name:18s} {cls.describe()}")
+        print(f"{'':18s}   experiences: {' → '.join(scenario.experience_names())}")
         print(f"{'':18s}   {params}   [{cls.__module__}:{cls.__qualname__}]")
     return 0
 
@@ -269,16 +333,15 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "generate":
         from clbench.synth import generate
 
-        root = generate(args.out, args.preset, args.seed)
+        root = generate(args.out, args.preset, args.seed, world=args.world)
         print(f"wrote {root}")
     elif args.data_command == "prepare":
         from clbench.config import PRESETS
         from clbench.data.cache import prepare_dataset
-        from clbench.data.clevr import DatasetRoot
 
         small = PRESETS["small"].model
         size = args.size or (small.image_height, small.image_width)
-        caches = prepare_dataset(DatasetRoot.locate(args.root).root, size, jobs=args.jobs)
+        caches = prepare_dataset(args.root, size, jobs=args.jobs)
         for split, cache in caches.items():
             print(f"{split}: {len(cache)} images {size[0]}x{size[1]} cached ({cache.fingerprint[:12]})")
     elif args.data_command == "check":
@@ -296,6 +359,7 @@ COMMANDS = {
     "sweep": cmd_sweep,
     "report": cmd_report,
     "strategies": cmd_strategies,
+    "scenarios": cmd_scenarios,
     "ui": cmd_ui,
     "data": cmd_data,
 }

@@ -17,25 +17,26 @@ import yaml
 
 from clbench.errors import ConfigError
 from clbench.film import STEMS, ModelConfig, stem_output_size
-from clbench.strategy import parse_value
+from clbench.registry import parse_value
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the data comes from and how experience 1 is subsampled."""
+    """Where the data comes from and how it is read; which questions make which experience is the scenario's."""
 
-    root: str | None = None  # a dataset root (CLEVR_v1.0/ + CLEVR-Humans/); None → the generated default
+    root: str | None = None  # a dataset root as downloaded; None → the scenario's generated world
     synth_preset: str = "small"  # generated default used when root is None
     synth_seed: int = 0
-    fraction: float = 1.0  # share of CLEVR-Humans train used for fine-tuning (paper Figure 9)
-    min_word_count: int = 5  # CLEVR-Humans words rarer than this become <UNK> (paper: --unk_threshold 5)
-    max_train_questions: int | None = None  # cap on CLEVR train questions (None: all)
-    max_test_questions: int | None = None  # cap per test experience (None: all)
+    min_word_count: int = 5  # new words of later experiences rarer than this become <UNK> (paper: --unk_threshold 5)
+    max_train_questions: int | None = None  # cap per training experience (None: all)
+    max_test_questions: int | None = None  # cap per test set (None: all)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation. `epochs` and `lr` hold one value for every experience, or one value per experience."""
+    """Optimisation. `epochs` and `lr` hold one value per experience, in order; the last value repeats for every
+    experience beyond the list (one value: the same for all; the presets' two: the first experience, then the rest).
+    """
 
     epochs: tuple[int, ...] = (20, 10)
     batch_size: int = 64
@@ -48,20 +49,20 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's forward (pays a compile on first use; mostly for GPUs)
 
     def epochs_of(self, experience: int) -> int:
-        return self.epochs[experience] if len(self.epochs) > 1 else self.epochs[0]
+        return self.epochs[min(experience, len(self.epochs) - 1)]
 
     def lr_of(self, experience: int) -> float:
-        return self.lr[experience] if len(self.lr) > 1 else self.lr[0]
+        return self.lr[min(experience, len(self.lr) - 1)]
 
     def check_experiences(self, names: Sequence[str]) -> None:
-        """Per-experience values must match the scenario's experiences: one each, or one for all."""
+        """Per-experience values may not outnumber the scenario's experiences (that is a mistake, not a schedule)."""
         for name in ("epochs", "lr"):
             values = getattr(self, name)
-            if len(values) not in (1, len(names)):
+            if len(values) > len(names):
                 raise ConfigError(
                     f"train.{name} gives {len(values)} values but the scenario has {len(names)} experiences "
                     f"({', '.join(names)})",
-                    f"give one value for every experience, or {len(names)} separated by commas",
+                    f"give at most {len(names)} values separated by commas (the last one repeats)",
                 )
 
 
@@ -80,6 +81,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunConfig:
         """The inverse of `to_dict` (a checkpoint's saved config)."""
+        data = dict(values["data"])
+        data.pop(
+            "fraction", None
+        )  # checkpoints written before the scenario held it (`cli` resumes them as clevr-humans)
         train = dict(values["train"])
         train["epochs"] = tuple(train["epochs"])
         lr, finetune = train["lr"], train.pop("lr_finetune", None)  # checkpoints written before `lr` took a list
@@ -88,7 +93,7 @@ class RunConfig:
             preset=values["preset"],
             seed=values["seed"],
             device=values["device"],
-            data=DataConfig(**values["data"]),
+            data=DataConfig(**data),
             model=ModelConfig(**values["model"]),
             train=TrainConfig(**train),
         )
@@ -164,7 +169,7 @@ def override(config: RunConfig, values: Mapping[str, Any], source: str = "--set"
         else:
             raise ConfigError(
                 f"{source}: unknown config key {key!r}",
-                "use data.*, model.*, train.*, seed or device (see `python -m clbench run --help`)",
+                "use data.*, model.*, train.*, scenario.*, seed or device (see `python -m clbench run --help`)",
             )
     for section, items in nested.items():
         current = getattr(config, section)
@@ -258,12 +263,7 @@ def validate(config: RunConfig) -> RunConfig:
 
 
 def _validate_data(data: DataConfig) -> None:
-    """A share or cap that would leave an experience without questions is refused before any data is read."""
-    if not 0 < data.fraction <= 1:
-        raise ConfigError(
-            f"fraction {data.fraction} is outside (0, 1]",
-            "give the share of CLEVR-Humans train, e.g. --fraction 0.33",
-        )
+    """A cap that would leave an experience without questions is refused before any data is read."""
     if data.min_word_count < 0:
         raise ConfigError(f"data.min_word_count={data.min_word_count} is negative", "use 0 or more, e.g. 5")
     for name in ("max_train_questions", "max_test_questions"):

@@ -7,6 +7,8 @@ names. Experience and test-set names are the scenario's own ("CLEVR", "CLEVR-Hum
 from __future__ import annotations
 
 BWT = "bwt"
+AVERAGE_FORGETTING = "average_forgetting"  # mean forgetting over the test sets of every earlier experience
+AVERAGE_ACCURACY = "average_accuracy"  # mean accuracy over every test set at the end
 WALL_TIME = "wall_time_s"
 
 

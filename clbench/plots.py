@@ -22,7 +22,7 @@ def save(figure: Figure, path: Path) -> Path:
 
 
 def gamma_beta(
-    histograms: pd.DataFrame, hue: str, test: str | None = "CLEVR", title: str = "", reference: str = REFERENCE
+    histograms: pd.DataFrame, hue: str, test: str | None = None, title: str = "", reference: str = REFERENCE
 ) -> Figure:
     """The paper's Figure 5: the distribution of every gamma and beta predicted over a test set.
 

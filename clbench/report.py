@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,9 @@ from clbench.errors import ConfigError
 from clbench.paths import writable_folder
 from clbench.tracking import CELL_TAG, COMMAND_TAG, KIND_TAG, PARENT_TAG
 
-CLEVR, HUMANS = "CLEVR", "CLEVR-Humans"  # the scenario's two experiences, as the runner names them
-BEFORE = plots.REFERENCE  # "before fine-tuning": the CLEVR model, the row and line every strategy is compared to
+BEFORE = plots.REFERENCE  # "before fine-tuning": the model after experience 0, which every strategy starts from
+FRACTION = "scenario.fraction"
+ORDER = "scenario.order"
 
 
 @dataclass
@@ -32,8 +34,27 @@ class SweepRuns:
     parent_id: str
     experiment: str
     command: str
-    cells: pd.DataFrame  # columns: run_id, strategy, fraction, seed, and every metric under its MLflow name
+    cells: pd.DataFrame  # run_id, strategy, seed, experiences, tests, each grid axis, then every metric
     sweep_metrics: dict[str, float] = field(default_factory=dict)  # the parent's: wall time, experience-0 count
+    axes: list[str] = field(default_factory=list)  # the grid's axes besides strategy and seed
+
+    @property
+    def tests(self) -> list[str]:
+        return self.cells["tests"].iloc[0].split(",")
+
+    @property
+    def first(self) -> str:
+        """The first experience's test set: what later experiences may make the model forget."""
+        return self.tests[0]
+
+    @property
+    def last(self) -> str:
+        return self.tests[-1]
+
+    @property
+    def settings(self) -> list[str]:
+        """The axes a headline row is per (all but the fraction, whose largest value the headline shows)."""
+        return [axis for axis in self.axes if axis != FRACTION]
 
 
 def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str | None = None) -> SweepRuns:
@@ -65,7 +86,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
         if not parents:
             raise ConfigError(
                 f"no sweep found in MLflow experiment {experiment!r}",
-                "run `python -m clbench sweep` first, or pass --experiment / --tracking-uri of one that has",
+                "run `python -m clbench sweep` first, or pass the --scenario, --experiment or --tracking-uri of one",
             )
         parent = parents[0]
     else:
@@ -84,26 +105,39 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
             f"sweep {parent.info.run_id} has no finished cells yet", "let the sweep finish, or re-run it to resume"
         )
     frame = frame.drop_duplicates(f"tags.{CELL_TAG}", keep="last")
+    axes = [k.removeprefix("sweep.grid.") for k in sorted(parent.data.params) if k.startswith("sweep.grid.")]
     cells = pd.DataFrame(
         {
             "run_id": frame["run_id"],
             "strategy": frame["params.strategy"],
-            "fraction": frame["params.data.fraction"].astype(float),
             "seed": frame["params.seed"].astype(int),
+            "experiences": frame["params.scenario.experiences"],
+            "tests": frame["params.scenario.tests"],
         }
     )
+    for axis in axes:
+        column = frame[_param_column(frame, axis)]
+        cells[axis] = column.astype(float) if axis == FRACTION else column
     metrics = frame.filter(like="metrics.").rename(columns=lambda c: c.removeprefix("metrics."))
     metrics = metrics[sorted(metrics.columns)]  # MLflow returns them in no fixed order; reports must not vary
-    cells = pd.concat([cells, metrics], axis=1).sort_values(["strategy", "fraction", "seed"]).reset_index(drop=True)
+    cells = pd.concat([cells, metrics], axis=1).sort_values(["strategy", *axes, "seed"]).reset_index(drop=True)
     command = parent.data.tags.get(COMMAND_TAG, "")
-    return SweepRuns(parent.info.run_id, experiment, command, cells, dict(parent.data.metrics))
+    return SweepRuns(parent.info.run_id, experiment, command, cells, dict(parent.data.metrics), axes)
+
+
+def _param_column(frame: pd.DataFrame, axis: str) -> str:
+    """A grid axis's MLflow param: config fields and scenario parameters by name, strategy ones as strategy.X."""
+    for name in (f"params.{axis}", f"params.strategy.{axis}"):
+        if name in frame.columns:
+            return name
+    raise ConfigError(f"the sweep's runs have no param {axis!r}", "re-run the sweep with this version of clbench")
 
 
 def _mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, str]) -> pd.DataFrame:
     """mean, std and n of each column per group, named `<name>_mean`, `<name>_std`, `n`."""
     grouped = frame.groupby(by, sort=True)
     out = pd.concat(
-        {name: grouped[column].agg(["mean", "std"]) for name, column in columns.items()},
+        {name: grouped[column].agg(["mean", "std"]) for name, column in columns.items() if column in frame},
         axis=1,
     )
     out.columns = [f"{name}_{stat}" for name, stat in out.columns]
@@ -118,59 +152,109 @@ def strategy_order(cells: pd.DataFrame) -> list[str]:
 
 
 def at_largest_fraction(cells: pd.DataFrame) -> pd.DataFrame:
-    """The cells fine-tuned on the largest fraction, strategies in report order (so colours match everywhere)."""
-    last = cells[cells["fraction"] == cells["fraction"].max()]
+    """The cells fine-tuned on the largest fraction (all cells without one), strategies in report order."""
+    last = cells[cells[FRACTION] == cells[FRACTION].max()] if FRACTION in cells else cells
     order = {s: i for i, s in enumerate(strategy_order(last))}
     return last.sort_values("strategy", key=lambda column: column.map(order), kind="stable")
 
 
-def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per strategy and fraction: accuracy after fine-tuning on both test sets, and before it."""
+def final_table(runs: SweepRuns) -> pd.DataFrame:
+    """Per strategy and setting, at the largest fraction: final accuracy on every test set, and the summaries."""
+    columns = {f"final {t}": metric_names.final_accuracy(t) for t in runs.tests}
+    columns |= {
+        "average accuracy": metric_names.AVERAGE_ACCURACY,
+        "average forgetting": metric_names.AVERAGE_FORGETTING,
+        "bwt": metric_names.BWT,
+    }
+    return _mean_std(at_largest_fraction(runs.cells), ["strategy", *runs.settings], columns)
+
+
+def accuracy_table(runs: SweepRuns) -> pd.DataFrame:
+    """Per strategy and fraction: accuracy on the first and last test sets, after the last experience and before."""
+    first, last = runs.first, runs.last
+    names = runs.cells["experiences"].iloc[0].split(",")
     return _mean_std(
-        cells,
-        ["strategy", "fraction"],
+        runs.cells,
+        ["strategy", *runs.settings, FRACTION],
         {
-            "humans_after": metric_names.accuracy(HUMANS, HUMANS),
-            "clevr_after": metric_names.accuracy(HUMANS, CLEVR),
-            "humans_before": metric_names.accuracy(CLEVR, HUMANS),
-            "clevr_before": metric_names.accuracy(CLEVR, CLEVR),
+            "new_after": metric_names.accuracy(names[-1], last),
+            "old_after": metric_names.accuracy(names[-1], first),
+            "new_before": metric_names.accuracy(names[0], last),
+            "old_before": metric_names.accuracy(names[0], first),
         },
     )
 
 
-def forgetting_table(cells: pd.DataFrame) -> pd.DataFrame:
-    return _mean_std(
-        cells, ["strategy", "fraction"], {"forgetting": metric_names.forgetting(CLEVR), "bwt": metric_names.BWT}
-    )
+def forgetting_table(runs: SweepRuns) -> pd.DataFrame:
+    """Forgetting of every earlier test set, their mean, and BWT, per strategy and setting (and fraction)."""
+    by = ["strategy", *runs.settings, *([FRACTION] if FRACTION in runs.cells else [])]
+    columns = {t: metric_names.forgetting(t) for t in runs.tests[:-1]}
+    columns |= {"average": metric_names.AVERAGE_FORGETTING, "bwt": metric_names.BWT}
+    return _mean_std(runs.cells, by, columns)
 
 
-def per_type_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """CLEVR accuracy per question type: the CLEVR model (before), then each strategy at the largest fraction."""
-    types = [t for t in QUESTION_TYPES if metric_names.type_accuracy(CLEVR, CLEVR, t) in cells.columns]
+def matrix(cells: pd.DataFrame) -> pd.DataFrame:
+    """The mean accuracy matrix of cells that share one experience order: rows after, columns tested on."""
+    names = cells["experiences"].iloc[0].split(",")
+    tests = cells["tests"].iloc[0].split(",")
+    values = [[cells[metric_names.accuracy(after, test)].mean() for test in tests] for after in names]
+    return pd.DataFrame(values, index=pd.Index(names, name="after"), columns=pd.Index(tests, name="test"))
+
+
+def matrices(runs: SweepRuns) -> dict[str, pd.DataFrame]:
+    """One mean accuracy matrix per strategy (and order), at the largest fraction."""
+    last = at_largest_fraction(runs.cells)
+    out = {}
+    for keys, part in last.groupby(["strategy", *runs.settings], sort=False):
+        label = " · ".join(str(k) for k in (keys if isinstance(keys, tuple) else (keys,)))
+        out[label] = matrix(part)
+    return out
+
+
+def order_table(runs: SweepRuns) -> pd.DataFrame:
+    """Order sensitivity: per order and strategy, the final average accuracy and forgetting (mean ± std)."""
+    columns = {"average accuracy": metric_names.AVERAGE_ACCURACY, "average forgetting": metric_names.AVERAGE_FORGETTING}
+    return _mean_std(at_largest_fraction(runs.cells), [ORDER, "strategy"], columns)
+
+
+def per_type_table(runs: SweepRuns) -> pd.DataFrame:
+    """Accuracy per question type on the first test set: after experience 0, then each strategy at the end."""
+    cells = runs.cells
+    names = cells["experiences"].iloc[0].split(",")
+    first, final = names[0], names[-1]
+    types = [t for t in QUESTION_TYPES if metric_names.type_accuracy(first, runs.first, t) in cells.columns]
+    if not types:
+        return pd.DataFrame()
     last = at_largest_fraction(cells)
-    table = {BEFORE: {t: cells[metric_names.type_accuracy(CLEVR, CLEVR, t)].mean() for t in types}}
+    table = {BEFORE: {t: cells[metric_names.type_accuracy(first, runs.first, t)].mean() for t in types}}
     for strategy in strategy_order(last):
         rows = last[last["strategy"] == strategy]
-        table[strategy] = {t: rows[metric_names.type_accuracy(HUMANS, CLEVR, t)].mean() for t in types}
+        table[strategy] = {t: rows[metric_names.type_accuracy(final, runs.first, t)].mean() for t in types}
     return pd.DataFrame(table).rename_axis("question type")
 
 
-def film_table(cells: pd.DataFrame, test: str = CLEVR) -> pd.DataFrame:
-    """Gamma/beta statistics over all blocks: the CLEVR model, then each strategy after fine-tuning."""
-    last = at_largest_fraction(cells)
+def film_table(runs: SweepRuns) -> pd.DataFrame:
+    """Gamma/beta statistics over all blocks on the first test set: after experience 0, then after the last."""
+    cells = runs.cells
+    names = cells["experiences"].iloc[0].split(",")
     stats = ["gamma_negative_share", "gamma_near_zero_share", "gamma_mean", "gamma_std", "beta_mean", "beta_std"]
-    rows = {BEFORE: {s: cells[metric_names.film(CLEVR, test, "all", s)].mean() for s in stats}}
+    if metric_names.film(names[0], runs.first, "all", stats[0]) not in cells:
+        return pd.DataFrame()
+    last = at_largest_fraction(cells)
+    rows = {BEFORE: {s: cells[metric_names.film(names[0], runs.first, "all", s)].mean() for s in stats}}
     for strategy in strategy_order(last):
         part = last[last["strategy"] == strategy]
-        rows[strategy] = {s: part[metric_names.film(HUMANS, test, "all", s)].mean() for s in stats}
+        rows[strategy] = {s: part[metric_names.film(names[-1], runs.first, "all", s)].mean() for s in stats}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model")
 
 
-def drift_table(cells: pd.DataFrame, test: str = CLEVR) -> pd.DataFrame:
-    """Per strategy at the largest fraction: how far fine-tuning moved gamma/beta, per block (mean over seeds)."""
-    last = at_largest_fraction(cells)
-    prefix = metric_names.film_drift_prefix(test)
+def drift_table(runs: SweepRuns) -> pd.DataFrame:
+    """Per strategy at the largest fraction: how far the later experiences moved gamma/beta, per block."""
+    last = at_largest_fraction(runs.cells)
+    prefix = metric_names.film_drift_prefix(runs.first)
     columns = [c for c in last.columns if c.startswith(prefix)]
+    if not columns:
+        return pd.DataFrame()
     long = last.melt(id_vars=["strategy", "seed"], value_vars=columns, var_name="metric")
     long[["block", "stat"]] = long["metric"].str.removeprefix(prefix).str.split("/", n=1, expand=True)
     table = long.pivot_table(index=["strategy", "block"], columns="stat", values="value", aggfunc="mean")
@@ -187,25 +271,26 @@ def drift_table(cells: pd.DataFrame, test: str = CLEVR) -> pd.DataFrame:
     return table[[c for c in wanted if c in table.columns]]
 
 
-def film_histograms(cells: pd.DataFrame) -> pd.DataFrame:
-    """The gamma/beta histograms of the CLEVR model and of each strategy at the largest fraction, from artifacts."""
+def film_histograms(runs: SweepRuns) -> pd.DataFrame:
+    """The gamma/beta histograms after experience 0 and of each strategy at the end, on the first test set."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    last = at_largest_fraction(cells)
-    first = last["strategy"].iloc[0]
+    last = at_largest_fraction(runs.cells)
+    first_strategy = last["strategy"].iloc[0]
     frames = []
     with tempfile.TemporaryDirectory() as tmp:
         for row in last.itertuples():
+            start = row.experiences.split(",")[0]
             try:
                 path = client.download_artifacts(row.run_id, "film_histograms.csv", tmp)
             except Exception:  # a run from before gamma/beta statistics existed: leave it out of the figure
                 continue
             frame = pd.read_csv(path)
-            frame = frame[frame["test"] == CLEVR]
-            frame["model"] = np.where(frame["after"] == CLEVR, BEFORE, row.strategy)
-            if row.strategy != first:
-                frame = frame[frame["after"] != CLEVR]  # the CLEVR model is the same for every strategy of a seed
+            frame = frame[(frame["test"] == runs.first) & frame["after"].isin([start, row.experiences.split(",")[-1]])]
+            frame["model"] = np.where(frame["after"] == start, BEFORE, row.strategy)
+            if row.strategy != first_strategy:
+                frame = frame[frame["after"] != start]  # the model after experience 0 is every strategy's start
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -218,50 +303,90 @@ def _band(ax, x, mean, std, label: str, **style) -> None:
     ax.fill_between(x, mean - std.fillna(0), mean + std.fillna(0), color=line.get_color(), alpha=0.15)
 
 
-def accuracy_figure(table: pd.DataFrame, cells: pd.DataFrame) -> Figure:
+def accuracy_figure(runs: SweepRuns, table: pd.DataFrame, references: dict[str, dict[str, float]]) -> Figure:
+    """Accuracy on the new data (the paper's Figure 9) and retained accuracy on the old, against the fraction."""
+    first, last = runs.first, runs.last
     figure = Figure(figsize=(11, 4))
     left, right = figure.subplots(1, 2, sharex=True)
-    for strategy in strategy_order(cells):
-        part = table.loc[strategy]
-        _band(left, part.index, part["humans_after_mean"], part["humans_after_std"], strategy)
-        _band(right, part.index, part["clevr_after_mean"], part["clevr_after_std"], strategy)
-    before = table[["humans_before_mean", "clevr_before_mean"]].mean()
-    baseline = {name: cells[f"majority_baseline/{name}"].mean() for name in (HUMANS, CLEVR)}
-    for ax, name, key in ((left, HUMANS, "humans_before_mean"), (right, CLEVR, "clevr_before_mean")):
-        ax.axhline(before[key], color="black", ls="--", lw=1, label="CLEVR model, before fine-tuning")
-        ax.axhline(baseline[name], color="grey", ls=":", lw=1, label="majority answer")
-        ax.set_xlabel("fraction of CLEVR-Humans train used for fine-tuning")
-        ax.set_ylabel(f"{name} test accuracy" if name == HUMANS else f"{name} val accuracy")
+    for keys, part in table.groupby(level=list(range(table.index.nlevels - 1)), sort=False):
+        label = " · ".join(str(k) for k in (keys if isinstance(keys, tuple) else (keys,)))
+        part = part.droplevel(list(range(table.index.nlevels - 1)))
+        _band(left, part.index, part["new_after_mean"], part["new_after_std"], label)
+        _band(right, part.index, part["old_after_mean"], part["old_after_std"], label)
+    before = table[["new_before_mean", "old_before_mean"]].mean()
+    for ax, test, key in ((left, last, "new_before_mean"), (right, first, "old_before_mean")):
+        ax.axhline(before[key], color="black", ls="--", lw=1, label=f"after {first} only, before fine-tuning")
+        baseline = metric_names.majority_baseline(test)
+        if baseline in runs.cells:
+            ax.axhline(runs.cells[baseline].mean(), color="grey", ls=":", lw=1, label="majority answer")
+        for k, (name, levels) in enumerate(references.items()):
+            if test in levels:
+                ax.axhline(levels[test], color=f"C{7 + k}", ls="-.", lw=1, label=name)
+        ax.set_xlabel(f"fraction of {last} fine-tuning data")
+        ax.set_ylabel(f"{test} test accuracy")
         ax.grid(alpha=0.3)
-    left.set_title("Learning CLEVR-Humans (the paper's Figure 9)", fontsize=10)
-    right.set_title("Remembering CLEVR", fontsize=10)
+    left.set_title(f"Learning {last} (the paper's Figure 9)", fontsize=10)
+    right.set_title(f"Remembering {first}", fontsize=10)
     right.legend(fontsize=7, loc="lower left")
+    left.legend(fontsize=7, loc="lower right")
     figure.suptitle("mean ± std across seeds", fontsize=9)
     return figure
 
 
-def forgetting_figure(table: pd.DataFrame, cells: pd.DataFrame) -> Figure:
-    strategies = strategy_order(cells)
-    fractions = sorted(cells["fraction"].unique())
-    figure = Figure(figsize=(10, 4))
+def forgetting_figure(runs: SweepRuns, table: pd.DataFrame) -> Figure:
+    """Bars of forgetting: per strategy and fraction (two experiences), or per earlier experience (more)."""
+    frame = table.reset_index()
+    frame["label"] = frame[["strategy", *runs.settings]].astype(str).agg(" · ".join, axis=1)
+    labels = list(dict.fromkeys(frame["label"]))
+    if FRACTION in frame and len(runs.tests) == 2:
+        groups = [(f"{f:g}", frame[frame[FRACTION] == f], runs.first) for f in sorted(frame[FRACTION].unique())]
+        legend, what = "fraction", f"{runs.first} forgetting (accuracy points)"
+    else:
+        frame = frame[frame[FRACTION] == frame[FRACTION].max()] if FRACTION in frame else frame
+        groups = [(t, frame, t) for t in runs.tests[:-1]]
+        legend, what = "tested on", "forgetting (accuracy points)"
+    figure = Figure(figsize=(max(8, 1.2 * len(labels) * max(1, len(groups)) / 3), 4))
     ax = figure.subplots()
-    width = 0.8 / len(fractions)
-    for k, fraction in enumerate(fractions):
-        rows = [table.loc[(s, fraction)] if (s, fraction) in table.index else None for s in strategies]
-        mean = [100 * r["forgetting_mean"] if r is not None else np.nan for r in rows]
-        std = [100 * r["forgetting_std"] if r is not None else np.nan for r in rows]
-        x = np.arange(len(strategies)) + (k - (len(fractions) - 1) / 2) * width
-        ax.bar(x, mean, width, yerr=np.nan_to_num(std), capsize=2, label=f"{fraction:g}")
+    width = 0.8 / len(groups)
+    for k, (name, part, test) in enumerate(groups):
+        rows = part.set_index("label").reindex(labels)
+        mean, std = 100 * rows[f"{test}_mean"], 100 * rows[f"{test}_std"].fillna(0)
+        x = np.arange(len(labels)) + (k - (len(groups) - 1) / 2) * width
+        ax.bar(x, mean, width, yerr=std.to_numpy(), capsize=2, label=name)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(np.arange(len(strategies)), strategies)
-    ax.set_ylabel("CLEVR forgetting (accuracy points)")
-    ax.legend(title="fraction", fontsize=8, title_fontsize=8)
-    ax.set_title("Catastrophic forgetting of CLEVR after fine-tuning on CLEVR-Humans (mean ± std)", fontsize=10)
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=20 if len(labels) > 6 else 0, fontsize=8)
+    ax.set_ylabel(what)
+    ax.legend(title=legend, fontsize=8, title_fontsize=8)
+    ax.set_title(f"Forgetting after the last experience ({runs.last}), mean ± std across seeds", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return figure
 
 
-def per_type_figure(table: pd.DataFrame) -> Figure:
+def matrix_figure(mats: dict[str, pd.DataFrame]) -> Figure:
+    """One heatmap of the mean accuracy matrix per strategy (and order)."""
+    count = len(mats)
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    size = max(len(m) for m in mats.values())
+    figure = Figure(figsize=(columns * (1.6 + 0.75 * size), rows * (1.3 + 0.6 * size)))
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for ax, (label, mat) in zip(axes, mats.items(), strict=False):
+        image = ax.imshow(100 * mat.to_numpy(), vmin=0, vmax=100, cmap="viridis")
+        for (i, j), value in np.ndenumerate(100 * mat.to_numpy()):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "k")
+        ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=35, ha="right", fontsize=7)
+        ax.set_yticks(range(len(mat.index)), mat.index, fontsize=7)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("tested on", fontsize=7)
+    for ax in axes[count:]:
+        ax.axis("off")
+    axes[0].set_ylabel("after training on", fontsize=7)
+    figure.colorbar(image, ax=list(axes), shrink=0.7, label="accuracy (%)")
+    figure.suptitle("Accuracy matrix, mean across seeds", fontsize=10)
+    return figure
+
+
+def per_type_figure(table: pd.DataFrame, test: str) -> Figure:
     figure = Figure(figsize=(10, 4))
     ax = figure.subplots()
     width = 0.8 / len(table.columns)
@@ -270,9 +395,9 @@ def per_type_figure(table: pd.DataFrame) -> Figure:
         colour = "0.35" if k == 0 else f"C{k - 1}"  # before fine-tuning in grey, strategies as in the other plots
         ax.bar(x + (k - (len(table.columns) - 1) / 2) * width, 100 * table[column], width, label=column, color=colour)
     ax.set_xticks(x, table.index)
-    ax.set_ylabel("CLEVR val accuracy (%)")
+    ax.set_ylabel(f"{test} accuracy (%)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title("Per question type, before fine-tuning and after it (largest fraction, mean over seeds)", fontsize=10)
+    ax.set_title("Per question type, before the later experiences and after them (mean over seeds)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return figure
 
@@ -286,38 +411,72 @@ def _pm(table: pd.DataFrame, name: str, scale: float = 100.0) -> pd.Series:
     return mean.map("{:.1f}".format) + " ± " + std.map("{:.1f}".format)
 
 
-def build_report(runs: SweepRuns, out: Path, report_command: str = "") -> list[Path]:
-    """Write tables, figures and summary.md into `out` (all or nothing) and log them to the parent run."""
+@dataclass
+class _Report:
+    """Every table of a report, and the figures drawn from them (file name → figure)."""
+
+    final: pd.DataFrame
+    forgetting: pd.DataFrame
+    matrices: dict[str, pd.DataFrame]
+    accuracy: pd.DataFrame | None = None  # a fraction grid only
+    orders: pd.DataFrame | None = None  # several orders only
+    per_type: pd.DataFrame = field(default_factory=pd.DataFrame)
+    film: pd.DataFrame = field(default_factory=pd.DataFrame)
+    drift: pd.DataFrame = field(default_factory=pd.DataFrame)
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+
+def _tables(runs: SweepRuns, references: dict[str, dict[str, float]]) -> _Report:
+    fractions = runs.cells[FRACTION].nunique() if FRACTION in runs.cells else 0
+    report = _Report(final_table(runs), forgetting_table(runs), matrices(runs))
+    report.per_type, report.film, report.drift = per_type_table(runs), film_table(runs), drift_table(runs)
+    if fractions > 1:
+        report.accuracy = accuracy_table(runs)
+        report.figures["accuracy_vs_fraction.png"] = accuracy_figure(runs, report.accuracy, references)
+    if ORDER in runs.axes and runs.cells[ORDER].nunique() > 1:
+        report.orders = order_table(runs)
+    report.figures["forgetting.png"] = forgetting_figure(runs, report.forgetting)
+    report.figures["accuracy_matrix.png"] = matrix_figure(report.matrices)
+    if not report.per_type.empty:
+        report.figures["per_type_accuracy.png"] = per_type_figure(report.per_type, runs.first)
+    return report
+
+
+def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_command: str = "") -> list[Path]:
+    """Write tables, figures and summary.md into `out` (all or nothing) and log them to the parent run.
+
+    `scenario` (its class) brings the reference levels drawn in the fraction figure, such as the paper's.
+    """
     from mlflow import MlflowClient
 
-    cells = runs.cells
-    accuracy = accuracy_table(cells)
-    forgetting = forgetting_table(cells)
-    per_type = per_type_table(cells)
-    film = film_table(cells)
-    drift = drift_table(cells)
-    histograms = film_histograms(cells)
-
+    references = dict(getattr(scenario, "references", {}) or {})
+    report = _tables(runs, references)
+    histograms = film_histograms(runs)
     writable_folder(out, "--out")
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        cells.filter(regex=r"^(run_id|strategy|fraction|seed|accuracy/|forgetting/|bwt$)").to_csv(
-            staging / "cells.csv", index=False
-        )
-        accuracy.to_csv(staging / "accuracy_vs_fraction.csv")
-        forgetting.to_csv(staging / "forgetting.csv")
-        per_type.to_csv(staging / "per_type_accuracy.csv")
-        film.to_csv(staging / "gamma_beta.csv")
-        drift.to_csv(staging / "gamma_beta_drift.csv")
-        plots.save(accuracy_figure(accuracy, cells), staging / "accuracy_vs_fraction.png")
-        plots.save(forgetting_figure(forgetting, cells), staging / "forgetting.png")
-        plots.save(per_type_figure(per_type), staging / "per_type_accuracy.png")
+        keep = r"^(run_id|strategy|seed|scenario\.|accuracy/|forgetting/|average_|bwt$)"
+        runs.cells.filter(regex=keep).to_csv(staging / "cells.csv", index=False)
+        report.final.to_csv(staging / "final.csv")
+        report.forgetting.to_csv(staging / "forgetting.csv")
+        pd.concat(report.matrices, names=["model"]).to_csv(staging / "accuracy_matrix.csv")
+        if report.accuracy is not None:
+            report.accuracy.to_csv(staging / "accuracy_vs_fraction.csv")
+        if report.orders is not None:
+            report.orders.to_csv(staging / "order_sensitivity.csv")
+        for name, table in (("per_type_accuracy", report.per_type), ("gamma_beta", report.film)):
+            if not table.empty:
+                table.to_csv(staging / f"{name}.csv")
+        if not report.drift.empty:
+            report.drift.to_csv(staging / "gamma_beta_drift.csv")
+        for name, figure in report.figures.items():
+            plots.save(figure, staging / name)
         if not histograms.empty:
-            title = "FiLM parameters over CLEVR val (the paper's Figure 5): the CLEVR model and after fine-tuning"
-            plots.save(plots.gamma_beta(histograms, hue="model", title=title), staging / "gamma_beta.png")
-        (staging / "summary.md").write_text(
-            summary_markdown(runs, accuracy, forgetting, per_type, film, drift, report_command)
-        )
+            title = f"FiLM parameters over {runs.first} (the paper's Figure 5): after {runs.first}, and at the end"
+            plots.save(
+                plots.gamma_beta(histograms, hue="model", test=runs.first, title=title), staging / "gamma_beta.png"
+            )
+        (staging / "summary.md").write_text(summary_markdown(runs, report, report_command))
         written = []
         for path in sorted(staging.iterdir()):
             target = out / path.name
@@ -331,42 +490,25 @@ def build_report(runs: SweepRuns, out: Path, report_command: str = "") -> list[P
     return written
 
 
-def summary_markdown(
-    runs: SweepRuns,
-    accuracy: pd.DataFrame,
-    forgetting: pd.DataFrame,
-    per_type: pd.DataFrame,
-    film: pd.DataFrame,
-    drift: pd.DataFrame,
-    report_command: str,
-) -> str:
+def _by_fraction(table: pd.DataFrame, name: str, order: list[str]) -> pd.DataFrame:
+    wide = _pm(table, name).unstack(FRACTION)
+    wide = wide.loc[[k for k in wide.index if (k[0] if isinstance(k, tuple) else k) in order]]
+    wide.columns = [f"{f:g}" for f in wide.columns]
+    return wide
+
+
+def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> str:
     cells = runs.cells
-    largest = cells["fraction"].max()
+    first, last, tests = runs.first, runs.last, runs.tests
+    names = cells["experiences"].iloc[0].split(",")
     seeds = sorted(cells["seed"].unique())
-    headline = pd.DataFrame(
-        {
-            "CLEVR-Humans after (%)": _pm(accuracy, "humans_after"),
-            "CLEVR after (%)": _pm(accuracy, "clevr_after"),
-            "forgetting (pts)": _pm(forgetting, "forgetting"),
-            "BWT (pts)": _pm(forgetting, "bwt"),
-        }
-    ).xs(largest, level="fraction")
-    headline = headline.loc[[s for s in strategy_order(cells) if s in headline.index]]
-    by_fraction = _pm(accuracy, "humans_after").unstack("fraction")
-    by_fraction = by_fraction.loc[[s for s in strategy_order(cells) if s in by_fraction.index]]
-    by_fraction.columns = [f"{f:g}" for f in by_fraction.columns]
-    forget_by_fraction = _pm(forgetting, "forgetting").unstack("fraction")
-    forget_by_fraction = forget_by_fraction.loc[by_fraction.index]
-    forget_by_fraction.columns = by_fraction.columns
-    before = accuracy[["clevr_before_mean", "humans_before_mean"]].mean()
-    baseline = {name: cells[f"majority_baseline/{name}"].mean() for name in (CLEVR, HUMANS)}
-    drift_all = drift.xs("all", level="block") if "all" in drift.index.get_level_values("block") else drift
+    grid = " × ".join(f"{cells[a].nunique()} {a.removeprefix('scenario.')}" for a in runs.axes)
     lines = [
-        "# clbench sweep report",
+        f"# clbench sweep report: {runs.experiment}",
         "",
-        f"{len(cells)} finished cells: {cells['strategy'].nunique()} strategies × "
-        f"{cells['fraction'].nunique()} fractions × {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
-        f"MLflow experiment `{runs.experiment}`, parent run `{runs.parent_id}`.",
+        f"{len(cells)} finished cells: {cells['strategy'].nunique()} strategies × {grid + ' × ' if grid else ''}"
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); experiences {' → '.join(names)}; MLflow experiment "
+        f"`{runs.experiment}`, parent run `{runs.parent_id}`.",
         "",
     ]
     if runs.command:
@@ -376,48 +518,81 @@ def summary_markdown(
         lines += [
             f"Its last invocation ran {timing.get('sweep/cells_run', 0):.0f} cells in "
             f"{timing['sweep/wall_time_s'] / 60:.1f} min and trained experience 0 "
-            f"{timing.get('sweep/experience0_trained', 0):.0f} times (once per seed; every other cell started "
-            "from the cached CLEVR model).",
+            f"{timing.get('sweep/experience0_trained', 0):.0f} times (once per group of cells sharing it; every "
+            "other cell started from the cached model).",
             "",
         ]
+    before = {t: cells[metric_names.accuracy(names[0], t)].mean() for t in tests}
+    baseline = {t: cells.get(metric_names.majority_baseline(t), pd.Series([np.nan])).mean() for t in tests}
     lines += [
-        "## Before fine-tuning (the CLEVR model, experience 0)",
+        f"## After the first experience ({names[0]})",
         "",
-        f"CLEVR val {100 * before['clevr_before_mean']:.1f} % (majority answer {100 * baseline[CLEVR]:.1f} %), "
-        f"CLEVR-Humans test {100 * before['humans_before_mean']:.1f} % "
-        f"(majority answer {100 * baseline[HUMANS]:.1f} %).",
-        "",
-        f"## After fine-tuning on a fraction {largest:g} of CLEVR-Humans train (mean ± std across seeds)",
-        "",
-        headline.to_markdown(),
-        "",
-        "## CLEVR-Humans test accuracy (%) against the fraction used for fine-tuning",
-        "",
-        "![accuracy vs fraction](accuracy_vs_fraction.png)",
-        "",
-        by_fraction.to_markdown(),
-        "",
-        "## Forgetting of CLEVR (accuracy points) against the fraction",
-        "",
-        "![forgetting](forgetting.png)",
-        "",
-        forget_by_fraction.to_markdown(),
-        "",
-        "## CLEVR accuracy per question type (%)",
-        "",
-        "![per type](per_type_accuracy.png)",
-        "",
-        (100 * per_type).round(1).to_markdown(),
-        "",
-        "## FiLM's (γ, β) over CLEVR val",
-        "",
-        "![gamma beta](gamma_beta.png)",
-        "",
-        film.round(3).to_markdown(),
-        "",
-        "How far fine-tuning moved them (all blocks; per block in `gamma_beta_drift.csv`):",
-        "",
-        drift_all.round(3).to_markdown(),
+        ", ".join(f"{t} {100 * before[t]:.1f} % (majority answer {100 * baseline[t]:.1f} %)" for t in tests) + ".",
         "",
     ]
+    largest = f" (fraction {cells[FRACTION].max():g})" if FRACTION in cells else ""
+    headline = pd.DataFrame({f"{t} (%)": _pm(report.final, f"final {t}") for t in tests})
+    headline["average accuracy (%)"] = _pm(report.final, "average accuracy")
+    headline["forgetting (pts)"] = _pm(report.final, "average forgetting")
+    headline["BWT (pts)"] = _pm(report.final, "bwt")
+    order = strategy_order(cells)
+    headline = headline.iloc[np.argsort([order.index(_first(k)) for k in headline.index], kind="stable")]
+    lines += [f"## After the last experience{largest}, mean ± std across seeds", "", headline.to_markdown(), ""]
+    if report.accuracy is not None:
+        lines += [
+            f"## {last} accuracy (%) against the fraction of its data used (the paper's Figure 9)",
+            "",
+            "![accuracy vs fraction](accuracy_vs_fraction.png)",
+            "",
+            _by_fraction(report.accuracy, "new_after", order).to_markdown(),
+            "",
+            f"Retained {first} accuracy (%):",
+            "",
+            _by_fraction(report.accuracy, "old_after", order).to_markdown(),
+            "",
+        ]
+    lines += ["## Forgetting (accuracy points)", "", "![forgetting](forgetting.png)", ""]
+    if FRACTION in cells and len(tests) == 2:
+        lines += [_by_fraction(report.forgetting, first, order).to_markdown(), ""]
+    else:
+        per_test = pd.DataFrame({t: _pm(report.forgetting, t) for t in tests[:-1]})
+        per_test["mean"] = _pm(report.forgetting, "average")
+        lines += [per_test.to_markdown(), ""]
+    lines += ["## Accuracy matrices (%)", "", "![accuracy matrix](accuracy_matrix.png)", ""]
+    for label, mat in report.matrices.items():
+        lines += [f"**{label}**", "", (100 * mat).round(1).to_markdown(), ""]
+    if report.orders is not None:
+        table = pd.DataFrame(
+            {
+                "average accuracy (%)": _pm(report.orders, "average accuracy"),
+                "forgetting (pts)": _pm(report.orders, "average forgetting"),
+                "seeds": report.orders["n"],
+            }
+        )
+        lines += ["## Order sensitivity", "", table.to_markdown(), ""]
+    if not report.per_type.empty:
+        lines += [
+            f"## {first} accuracy per question type (%)",
+            "",
+            "![per type](per_type_accuracy.png)",
+            "",
+            (100 * report.per_type).round(1).to_markdown(),
+            "",
+        ]
+    if not report.film.empty:
+        lines += [f"## FiLM's (γ, β) over {first}", "", "![gamma beta](gamma_beta.png)", ""]
+        lines += [report.film.round(3).to_markdown(), ""]
+        if not report.drift.empty:
+            drift = report.drift
+            drift_all = drift.xs("all", level="block") if "all" in drift.index.get_level_values("block") else drift
+            lines += [
+                "How far the later experiences moved them (all blocks; per block in `gamma_beta_drift.csv`):",
+                "",
+                drift_all.round(3).to_markdown(),
+                "",
+            ]
     return "\n".join(lines)
+
+
+def _first(key: Any) -> str:
+    return key[0] if isinstance(key, tuple) else key

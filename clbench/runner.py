@@ -1,4 +1,8 @@
-"""One run: benchmark + FiLM + strategy plugins + evaluator, trained experience by experience, tracked in MLflow."""
+"""One run: a scenario's benchmark + FiLM + strategy plugins + evaluator, trained experience by experience.
+
+`run` reads top to bottom: build (data, store, model) → restore (checkpoint or experience-0 cache) → train and
+evaluate each experience → results, logged to MLflow.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,16 @@ from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
 from clbench import checkpoints, metric_names, plots, tracking
+from clbench.benchmark import Benchmark, BuildContext
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
 from clbench.film import FiLM, count_parameters
 from clbench.metrics import FiLMSnapshot, FiLMStatistics, QuestionTypeAccuracy, film_drift, type_metric_name
-from clbench.scenarios import clevr_humans
+from clbench.scenario import DEFAULT as DEFAULT_SCENARIO
+from clbench.scenario import PREFIX as SCENARIO_PREFIX
+from clbench.scenario import Scenario
+from clbench.scenario import experience_names as checked_names
+from clbench.scenario import load as load_scenario
 from clbench.strategy import Strategy
 from clbench.training import FiLMTemplate, ProgressBar, amp_dtype
 
@@ -56,12 +65,22 @@ class RunResult:
 
     @property
     def forgetting(self) -> dict[str, float]:
-        """Best earlier accuracy minus final accuracy, for every experience but the last."""
+        """Per test set of an earlier experience: its best accuracy since it was learned minus its final one."""
         last = len(self.accuracy) - 1
         return {
-            col: float(self.accuracy[col].iloc[:last].max() - self.accuracy[col].iloc[last])
-            for col in self.accuracy.columns[:last]
+            col: float(self.accuracy[col].iloc[j:last].max() - self.accuracy[col].iloc[last])
+            for j, col in enumerate(self.accuracy.columns[:last])
         }
+
+    @property
+    def average_forgetting(self) -> float:
+        values = list(self.forgetting.values())
+        return float(sum(values) / len(values)) if values else 0.0
+
+    @property
+    def average_accuracy(self) -> float:
+        """Mean of the last row: accuracy over every test set at the end."""
+        return float(self.accuracy.iloc[-1].mean())
 
     @property
     def bwt(self) -> float:
@@ -73,9 +92,10 @@ class RunResult:
         pct = self.accuracy.map(lambda v: f"{100 * v:5.1f}")
         lines = ["Accuracy matrix (%) — rows: after training on, columns: tested on", pct.to_string(), ""]
         base = ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.majority_baseline.items())
-        lines.append(f"Majority-answer baseline: {base}")
+        lines.append(f"Majority-answer baseline (test sets): {base}")
         forget = ", ".join(f"{k} {100 * v:+.1f} pts" for k, v in self.forgetting.items())
-        lines.append(f"Forgetting: {forget}    BWT: {100 * self.bwt:+.1f} pts")
+        average = f" (mean {100 * self.average_forgetting:+.1f})" if len(self.forgetting) > 1 else ""
+        lines.append(f"Forgetting: {forget}{average}    BWT: {100 * self.bwt:+.1f} pts")
         if not self.per_type.empty:
             lines += [
                 "",
@@ -84,10 +104,13 @@ class RunResult:
             ]
         if not self.film.empty:
             columns = ["gamma_negative_share", "gamma_near_zero_share", "gamma_mean", "gamma_std", "beta_std"]
-            overall = self.film.xs("all", level="block")[columns]
-            lines += ["", "FiLM (gamma, beta) over all blocks:", overall.round(3).to_string()]
+            first = self.accuracy.columns[0]
+            overall = self.film.xs(("all", first), level=("block", "test"))[columns]
+            lines += ["", f"FiLM (gamma, beta) over {first}, all blocks:", overall.round(3).to_string()]
         if not self.film_drift.empty:
-            lines += ["", "FiLM drift from first to last experience:", self.film_drift.round(3).to_string()]
+            drift = self.film_drift.xs("all", level="block")
+            lines += ["", "FiLM drift from the end of the first experience to the last, all blocks:"]
+            lines.append(drift.round(3).to_string())
         lines.append(f"\nWall time: {self.wall_time_s:.1f} s    MLflow run: {self.run_id}")
         return "\n".join(lines)
 
@@ -100,19 +123,21 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def resolve_data_root(config: RunConfig, progress: bool = True) -> Path:
+def resolve_data_root(config: RunConfig, scenario: Scenario, progress: bool = True) -> Path:
+    """`--data`, or the scenario's generated world (made on first use, reused afterwards)."""
     if config.data.root is not None:
         return Path(config.data.root)
     from clbench.synth import ensure_default_data
 
-    return ensure_default_data(config.data.synth_preset, config.data.synth_seed, progress=progress)
+    return ensure_default_data(config.data.synth_preset, config.data.synth_seed, progress, world=scenario.world)
 
 
-def build_scenario(config: RunConfig, progress: bool = True) -> clevr_humans.ClevrHumansScenario:
-    return clevr_humans.build(
-        resolve_data_root(config, progress),
+def build_benchmark(config: RunConfig, scenario: Scenario | None = None, progress: bool = True) -> Benchmark:
+    """The scenario's benchmark over the run's data (the default scenario when none is given)."""
+    scenario = scenario or load_scenario(DEFAULT_SCENARIO)
+    context = BuildContext(
+        root=resolve_data_root(config, scenario, progress),
         image_size=(config.model.image_height, config.model.image_width),
-        fraction=config.data.fraction,
         seed=config.seed,
         min_word_count=config.data.min_word_count,
         max_train_questions=config.data.max_train_questions,
@@ -120,10 +145,11 @@ def build_scenario(config: RunConfig, progress: bool = True) -> clevr_humans.Cle
         scene_maps=config.model.stem == "scene",
         progress=progress,
     )
+    return scenario.build(context)
 
 
-def build_model(config: RunConfig, scenario: clevr_humans.ClevrHumansScenario, device: torch.device) -> FiLM:
-    model = FiLM(scenario.clevr_vocab_size, len(scenario.answers), config.model)
+def build_model(config: RunConfig, bench: Benchmark, device: torch.device) -> FiLM:
+    model = FiLM(bench.first_vocab_size, len(bench.answers), config.model)
     if config.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
@@ -132,9 +158,19 @@ def build_model(config: RunConfig, scenario: clevr_humans.ClevrHumansScenario, d
     return model
 
 
+@dataclass
+class _Measured:
+    """What the evaluation after one experience gave: a row of the accuracy matrix and its details."""
+
+    accuracy: list[float]
+    film: dict[int, FiLMSnapshot]
+    per_type: dict[tuple[str, str], dict[str, float]]
+
+
 def run(
     config: RunConfig,
     strategy: Strategy,
+    scenario: Scenario | None = None,
     *,
     experiment: str | None = None,
     run_name: str | None = None,
@@ -144,47 +180,39 @@ def run(
     run_id: str | None = None,
     resume: checkpoints.RunCheckpoint | None = None,
     strategy_spec: str | None = None,
+    scenario_spec: str | None = None,
 ) -> RunResult:
     """Train experience by experience, evaluating the whole test stream after each; log all to MLflow.
 
     `run_id` continues a run created beforehand (a sweep creates its cells' runs, tagged with their parent);
     `resume` continues an interrupted run from its checkpoint, in the same MLflow run.
     """
-    out = out or sys.stdout
     started = time.perf_counter()
+    scenario = scenario or load_scenario(DEFAULT_SCENARIO)
+    names = checked_names(scenario)
+    config.train.check_experiences(names)  # before any data is generated or read
+
+    # -- build: data, store, model
     device = resolve_device(config.device)
     uri = tracking.tracking_uri(tracking_uri)
     tracking.configure(uri)
-    experiment = experiment or clevr_humans.NAME
+    experiment = experiment or scenario.name
     RNGManager.set_random_seeds(config.seed)
-    config.train.check_experiences(clevr_humans.EXPERIENCES)  # before any data is generated or read
-    scenario = build_scenario(config, progress)
+    bench = build_benchmark(config, scenario, progress)
     tracking.prepare_store(uri)  # after the data is known good: bad input leaves no store behind
     tracking.end_orphaned_runs(experiment)
     RNGManager.set_random_seeds(config.seed)
-    model = build_model(config, scenario, device)
-    run_id = resume.run_id if resume is not None else run_id
+    model = build_model(config, bench, device)
+    key = checkpoints.experience0_key(config, bench.fingerprint, checkpoints.scenario_identity(scenario))
+    reuse = config.train.reuse_experience0
 
     with (
-        tracking.mlflow_run(experiment, run_name or strategy.name, run_id) as run_id,
+        tracking.mlflow_run(experiment, run_name or strategy.name, resume.run_id if resume else run_id) as run_id,
         ExitStack() as experience0_lock,
     ):
-        logger = tracking.MLflowLogger(run_id)
-        film_stats = FiLMStatistics()
-        evaluator = EvaluationPlugin(
-            accuracy_metrics(epoch=True, experience=True, stream=True),
-            loss_metrics(epoch=True, experience=True),
-            forgetting_metrics(experience=True, stream=True),
-            bwt_metrics(experience=True, stream=True),
-            QuestionTypeAccuracy(scenario.type_names),
-            film_stats,
-            loggers=[logger],
-        )
-        key = checkpoints.experience0_key(config, scenario.fingerprint)
-        reuse = config.train.reuse_experience0
+        # -- restore: from the run's own checkpoint, or the experience-0 cache, or nothing
         if resume is None:
-            if reuse:
-                # Runs sharing experience 0 (a sweep's cells) wait here while one of them trains it.
+            if reuse:  # runs sharing experience 0 (a sweep's cells) wait here while one of them trains it
                 experience0_lock.enter_context(checkpoints.locked(key))
             cached = checkpoints.load(key) if reuse else None
             meta = {
@@ -193,75 +221,27 @@ def run(
                 "tracking_uri": uri,
                 "config": config.to_dict(),
                 "strategy": {"spec": strategy_spec or strategy.name, "params": strategy.params()},
+                "scenario": {"spec": scenario_spec or scenario.name, "params": scenario.params()},
             }
             checkpoint = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
-            params = tracking.flatten(config.to_dict()) | {"strategy": strategy.name}
-            params |= {f"strategy.{k}": v for k, v in strategy.params().items()}
-            params |= {"data.fingerprint": scenario.fingerprint, "device.resolved": str(device)}
-            params |= {f"data.size.{k}": v for k, v in scenario.sizes.items()}
-            params |= {"model.parameters": count_parameters(model)} | tracking.versions()
-            params |= {"experience0.key": key, "experience0.cached": cached is not None}
-            tracking.log_params(run_id, params)
+            _log_params(run_id, config, strategy, scenario, bench, model, device, key, cached is not None)
         else:
             checkpoint = resume
-            print(f"resuming run {run_id} at {_position(resume, scenario)}", file=sys.stderr)
+            print(f"resuming run {run_id} at {_position(resume, names)}", file=sys.stderr)
         experience0_trained = not checkpoint.boundaries and config.train.epochs_of(0) > 0
         checkpointer = checkpoints.Checkpointer(checkpoint, key if reuse else None)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay
-        )
-        template = FiLMTemplate(
-            model=model,
-            optimizer=optimizer,
-            criterion=torch.nn.CrossEntropyLoss(),
-            train_mb_size=config.train.batch_size,
-            train_epochs=config.train.epochs_of(0),
-            eval_mb_size=config.train.eval_batch_size,
-            device=device,
-            plugins=[
-                checkpointer,  # first: it must see an experience's end before any strategy hook changes state
-                *strategy.plugins(model),
-                *([ProgressBar(scenario.experience_names)] if progress else []),
-            ],
-            evaluator=evaluator,
-            eval_every=-1,
-            amp=amp_dtype(config.train.amp, device),
-        )
-        loader_args = {
-            "num_workers": config.train.num_workers,
-            "persistent_workers": config.train.num_workers > 0,
-        }
-        finished = list(checkpoint.boundaries)
-        rows: list[list[float]] = []
-        snapshots: list[dict[int, FiLMSnapshot]] = []
-        type_rows: dict[tuple[str, str], dict[str, float]] = {}
+        film_stats = FiLMStatistics()
+        logger = tracking.MLflowLogger(run_id)
+        template = _template(config, model, bench, strategy, checkpointer, logger, film_stats, device, progress)
+
+        # -- train and evaluate each experience
+        measured: list[_Measured] = []
         try:
-            for i, experience in enumerate(scenario.train_stream):
-                template.train_epochs = config.train.epochs_of(i)
-                for group in template.optimizer.param_groups:
-                    group["lr"] = config.train.lr_of(i)
-                if i < len(finished):  # trained before (cache or checkpoint): only its end-of-experience hooks
-                    what = "replaying its end" if resume is not None else "reusing the cached model"
-                    print(f"experience {i} ({scenario.experience_names[i]}): {what}", file=sys.stderr)
-                    checkpointer.restore_at_start(finished[i])
-                    template.train_epochs = 0
-                elif checkpoint.current is not None and checkpoint.experience == i:
-                    checkpointer.restore_at_start(checkpoint.current, checkpoint.epochs_done)
-                    template.train_epochs -= checkpoint.epochs_done
-                template.train(experience, **loader_args)
+            for i, experience in enumerate(bench.train_stream):
+                _train(template, checkpointer, checkpoint, config, i, experience, names[i], resumed=resume is not None)
                 experience0_lock.close()
-                metrics = template.eval(scenario.test_stream, **loader_args)
+                measured.append(_evaluate(template, bench, film_stats, names[i], _loader_args(config)))
                 checkpointer.experience_done(i)
-                rows.append([metrics[accuracy_key(j)] for j in range(len(scenario.test_stream))])
-                snapshots.append(film_stats.result())
-                for j, test_name in enumerate(scenario.experience_names):
-                    row = {
-                        name: metrics[metric]
-                        for name in scenario.type_names
-                        if (metric := type_metric_name(TEST_STREAM, j, name)) in metrics
-                    }
-                    if len(row) > 1 or clevr_humans.HUMANS_TYPE not in row:
-                        type_rows[(scenario.experience_names[i], test_name)] = row
         except BaseException:
             logger.flush()
             if checkpoints.run_path(run_id).is_file():
@@ -271,32 +251,155 @@ def run(
                     file=sys.stderr,
                 )
             raise
-        names = list(scenario.experience_names)
-        accuracy = pd.DataFrame(rows, index=pd.Index(names, name="after"), columns=pd.Index(names, name="test"))
-        per_type = pd.DataFrame.from_dict(type_rows, orient="index")
-        if not per_type.empty:
-            per_type.index = pd.MultiIndex.from_tuples(per_type.index, names=["after", "test"])
-        result = RunResult(
-            run_id=run_id,
-            accuracy=accuracy,
-            per_type=per_type,
-            majority_baseline={f"{k} (test)": v for k, v in scenario.majority_baseline.items()},
-            wall_time_s=time.perf_counter() - started,
-            sizes=scenario.sizes,
-            experience0_trained=experience0_trained,
-            **_film_tables(snapshots, names),
-        )
-        _log_result(run_id, result, config, strategy, model, logger)
+
+        # -- results
+        result = _result(run_id, bench, measured, time.perf_counter() - started, experience0_trained)
+        _log_result(run_id, result, config, strategy, scenario, model, logger)
         checkpoints.delete_run(run_id)  # finished: the final model is an MLflow artifact now
-    print(result.summary(), file=out)
+    print(result.summary(), file=out or sys.stdout)
     return result
 
 
-def _film_tables(snapshots: list[dict[int, FiLMSnapshot]], names: list[str]) -> dict[str, pd.DataFrame]:
-    """Gamma/beta summaries after every experience, and their drift from the first to the last."""
+def _log_params(
+    run_id: str,
+    config: RunConfig,
+    strategy: Strategy,
+    scenario: Scenario,
+    bench: Benchmark,
+    model: FiLM,
+    device: torch.device,
+    key: str,
+    cached: bool,
+) -> None:
+    """Everything a run is compared or filtered on in the MLflow UI."""
+    params = tracking.flatten(config.to_dict()) | {"strategy": strategy.name, "scenario": scenario.name}
+    params |= {f"strategy.{k}": v for k, v in strategy.params().items()}
+    params |= {f"{SCENARIO_PREFIX}{k}": v for k, v in scenario.params().items()}
+    params |= {"scenario.experiences": ",".join(bench.experience_names), "scenario.tests": ",".join(bench.test_names)}
+    params |= {"data.fingerprint": bench.fingerprint, "device.resolved": str(device)}
+    params |= {f"data.size.{k}": v for k, v in bench.sizes.items()}
+    params |= {"model.parameters": count_parameters(model)} | tracking.versions()
+    params |= {"experience0.key": key, "experience0.cached": cached}
+    tracking.log_params(run_id, params)
+
+
+def _loader_args(config: RunConfig) -> dict[str, Any]:
+    return {"num_workers": config.train.num_workers, "persistent_workers": config.train.num_workers > 0}
+
+
+def _template(
+    config: RunConfig,
+    model: FiLM,
+    bench: Benchmark,
+    strategy: Strategy,
+    checkpointer: checkpoints.Checkpointer,
+    logger: Any,
+    film_stats: FiLMStatistics,
+    device: torch.device,
+    progress: bool,
+) -> FiLMTemplate:
+    """The Avalanche template: the FiLM model, Adam, the strategy's plugins and our evaluator."""
+    evaluator = EvaluationPlugin(
+        accuracy_metrics(epoch=True, experience=True, stream=True),
+        loss_metrics(epoch=True, experience=True),
+        forgetting_metrics(experience=True, stream=True),
+        bwt_metrics(experience=True, stream=True),
+        QuestionTypeAccuracy(bench.type_names),
+        film_stats,
+        loggers=[logger],
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
+    return FiLMTemplate(
+        model=model,
+        optimizer=optimizer,
+        criterion=torch.nn.CrossEntropyLoss(),
+        train_mb_size=config.train.batch_size,
+        train_epochs=config.train.epochs_of(0),
+        eval_mb_size=config.train.eval_batch_size,
+        device=device,
+        plugins=[
+            checkpointer,  # first: it must see an experience's end before any strategy hook changes state
+            *strategy.plugins(model),
+            *([ProgressBar(bench.experience_names)] if progress else []),
+        ],
+        evaluator=evaluator,
+        eval_every=-1,
+        amp=amp_dtype(config.train.amp, device),
+    )
+
+
+def _train(
+    template: FiLMTemplate,
+    checkpointer: checkpoints.Checkpointer,
+    checkpoint: checkpoints.RunCheckpoint,
+    config: RunConfig,
+    i: int,
+    experience: Any,
+    name: str,
+    resumed: bool,
+) -> None:
+    """Experience i: trained in full, continued from a mid-experience checkpoint, or replayed from its end."""
+    template.train_epochs = config.train.epochs_of(i)
+    for group in template.optimizer.param_groups:
+        group["lr"] = config.train.lr_of(i)
+    if i < len(checkpoint.boundaries):  # trained before (cache or checkpoint): only its end-of-experience hooks
+        what = "replaying its end" if resumed else "reusing the cached model"
+        print(f"experience {i} ({name}): {what}", file=sys.stderr)
+        checkpointer.restore_at_start(checkpoint.boundaries[i])
+        template.train_epochs = 0
+    elif checkpoint.current is not None and checkpoint.experience == i:
+        checkpointer.restore_at_start(checkpoint.current, checkpoint.epochs_done)
+        template.train_epochs -= checkpoint.epochs_done
+    template.train(experience, **_loader_args(config))
+
+
+def _evaluate(
+    template: FiLMTemplate, bench: Benchmark, film_stats: FiLMStatistics, after: str, loader_args: dict[str, Any]
+) -> _Measured:
+    """The whole test stream: accuracy per test set, per question type where a set holds several, and FiLM."""
+    metrics = template.eval(bench.test_stream, **loader_args)
+    per_type = {}
+    for j, test in enumerate(bench.test_names):
+        row = {
+            name: metrics[metric]
+            for name in bench.type_names
+            if (metric := type_metric_name(TEST_STREAM, j, name)) in metrics
+        }
+        if len(row) > 1:  # one type only: the accuracy matrix says it already
+            per_type[(after, test)] = row
+    accuracy = [metrics[accuracy_key(j)] for j in range(len(bench.test_names))]
+    return _Measured(accuracy, film_stats.result(), per_type)
+
+
+def _result(
+    run_id: str, bench: Benchmark, measured: list[_Measured], wall_time_s: float, experience0_trained: bool
+) -> RunResult:
+    names, tests = list(bench.experience_names), list(bench.test_names)
+    accuracy = pd.DataFrame(
+        [m.accuracy for m in measured], index=pd.Index(names, name="after"), columns=pd.Index(tests, name="test")
+    )
+    per_type = pd.DataFrame.from_dict({k: v for m in measured for k, v in m.per_type.items()}, orient="index")
+    if not per_type.empty:
+        per_type.index = pd.MultiIndex.from_tuples(per_type.index, names=["after", "test"])
+    return RunResult(
+        run_id=run_id,
+        accuracy=accuracy,
+        per_type=per_type,
+        majority_baseline=bench.majority_baseline,
+        wall_time_s=wall_time_s,
+        sizes=bench.sizes,
+        experience0_trained=experience0_trained,
+        **_film_tables([m.film for m in measured], names, tests),
+    )
+
+
+def _film_tables(
+    snapshots: list[dict[int, FiLMSnapshot]], names: list[str], tests: list[str]
+) -> dict[str, pd.DataFrame]:
+    """Gamma/beta summaries after every experience, and their drift from the end of the first to the last."""
     if not snapshots or not snapshots[0]:
         return {}
-    keys = [(names[i], names[j]) for i, per_test in enumerate(snapshots) for j in per_test]
+    keys = [(names[i], tests[j]) for i, per_test in enumerate(snapshots) for j in per_test]
     index = ["after", "test"]
     film = pd.concat([snapshots[i][j].summary() for i, per_test in enumerate(snapshots) for j in per_test], keys=keys)
     film.index = film.index.set_names([*index, "block"])
@@ -309,13 +412,13 @@ def _film_tables(snapshots: list[dict[int, FiLMSnapshot]], names: list[str]) -> 
     if len(snapshots) > 1:
         first, last = snapshots[0], snapshots[-1]
         common = [j for j in first if j in last]
-        drift = pd.concat([film_drift(first[j], last[j]) for j in common], keys=[names[j] for j in common])
+        drift = pd.concat([film_drift(first[j], last[j]) for j in common], keys=[tests[j] for j in common])
         drift.index = drift.index.set_names(["test", "block"])
     return {"film": film, "film_drift": drift, "film_histograms": histograms.reset_index(drop=True)}
 
 
-def _position(checkpoint: checkpoints.RunCheckpoint, scenario) -> str:
-    name = scenario.experience_names[min(checkpoint.experience, len(scenario.experience_names) - 1)]
+def _position(checkpoint: checkpoints.RunCheckpoint, names: tuple[str, ...]) -> str:
+    name = names[min(checkpoint.experience, len(names) - 1)]
     return f"experience {checkpoint.experience} ({name}), after {checkpoint.epochs_done} finished epoch(s)"
 
 
@@ -323,6 +426,8 @@ def summary_metrics(result: RunResult) -> dict[str, float]:
     """The run's final figures under flat names, one value each: the columns runs are compared on."""
     metrics = {metric_names.forgetting(test): value for test, value in result.forgetting.items()}
     metrics[metric_names.BWT] = result.bwt
+    metrics[metric_names.AVERAGE_FORGETTING] = result.average_forgetting
+    metrics[metric_names.AVERAGE_ACCURACY] = result.average_accuracy
     metrics |= {metric_names.final_accuracy(test): value for test, value in result.accuracy.iloc[-1].items()}
     for after, row in result.accuracy.iterrows():
         metrics |= {metric_names.accuracy(after, test): value for test, value in row.items()}
@@ -332,13 +437,13 @@ def summary_metrics(result: RunResult) -> dict[str, float]:
         metrics |= {metric_names.film(after, test, block, stat): value for stat, value in row.items()}
     for (test, block), row in result.film_drift.iterrows():
         metrics |= {metric_names.film_drift(test, block, stat): value for stat, value in row.items()}
-    metrics |= {metric_names.majority_baseline(test.split(" ")[0]): v for test, v in result.majority_baseline.items()}
+    metrics |= {metric_names.majority_baseline(test): v for test, v in result.majority_baseline.items()}
     metrics[metric_names.WALL_TIME] = result.wall_time_s
     return {name: float(value) for name, value in metrics.items()}
 
 
 def _log_result(
-    run_id: str, result: RunResult, config: RunConfig, strategy: Strategy, model: FiLM, logger: Any
+    run_id: str, result: RunResult, config: RunConfig, strategy: Strategy, scenario: Scenario, model: FiLM, logger: Any
 ) -> None:
     """Final figures as metrics, and the accuracy matrix, config and checkpoint as artifacts."""
     from mlflow import MlflowClient
@@ -356,11 +461,18 @@ def _log_result(
         if not result.film.empty:
             result.film.to_csv(folder / "film_stats.csv")
             result.film_histograms.to_csv(folder / "film_histograms.csv", index=False)
-            figure = plots.gamma_beta(result.film_histograms, hue="after", reference=result.accuracy.index[0])
+            first = result.accuracy.columns[0]
+            figure = plots.gamma_beta(
+                result.film_histograms, hue="after", test=first, reference=result.accuracy.index[0]
+            )
             plots.save(figure, folder / "gamma_beta.png")
         if not result.film_drift.empty:
             result.film_drift.to_csv(folder / "film_drift.csv")
-        resolved = {"config": config.to_dict(), "strategy": {"name": strategy.name, **strategy.params()}}
+        resolved = {
+            "config": config.to_dict(),
+            "strategy": {"name": strategy.name, **strategy.params()},
+            "scenario": {"name": scenario.name, **scenario.params()},
+        }
         (folder / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(resolved)), sort_keys=False))
         (folder / "summary.txt").write_text(result.summary() + "\n")
         torch.save(model.state_dict(), folder / "model.pt")

@@ -1,9 +1,11 @@
-"""Sweeps: strategies × fine-tuning fractions × seeds, as one MLflow parent run with a child run per cell.
+"""Sweeps: strategies × seeds × any grid of parameters, as one MLflow parent run with a child run per cell.
 
-Cells run in a local process pool. Experience 0 depends only on the seed (not on the strategy or the
-fraction), so each seed's first cell trains it and caches it (`clbench.checkpoints`); the seed's other cells
-are queued once it is done and start from the cache. A cell that fails is recorded as a FAILED child run
-and the sweep goes on; running the same sweep again continues its parent run and skips finished cells.
+A grid axis is any config field (`train.lr`), scenario parameter (`scenario.fraction`, `scenario.order`) or
+strategy parameter (`ewc_lambda`). Cells run in a local process pool. Cells that agree on what experience 0
+depends on (scenario identity, data, model, its training, seed) share it: the first of each group trains and
+caches it (`clbench.checkpoints`); the group's other cells are queued once it is done and start from the cache.
+A cell that fails is recorded as a FAILED child run and the sweep goes on; running the same sweep again
+continues its parent run and skips finished cells.
 """
 
 from __future__ import annotations
@@ -19,32 +21,42 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 
 from tqdm.auto import tqdm
 
-from clbench import metric_names, tracking
+from clbench import checkpoints, metric_names, tracking
 from clbench.config import RunConfig
+from clbench.config import override as override_config
+from clbench.config import validate as validate_config
 from clbench.console import init_worker
 from clbench.errors import ClbenchError, ConfigError
-from clbench.scenarios import clevr_humans
+from clbench.scenario import DEFAULT as DEFAULT_SCENARIO
+from clbench.scenario import PREFIX as SCENARIO_PREFIX
+from clbench.scenario import Scenario
+from clbench.scenario import experience_names as checked_names
+from clbench.scenario import load as load_scenario
+from clbench.strategy import Strategy, instantiate, resolve
 from clbench.tracking import CELL_TAG, COMMAND_TAG, ERROR_TAG, KIND_TAG, PARENT_TAG, SWEEP_TAG
+
+CONFIG_SECTIONS = ("data.", "model.", "train.")
 
 
 @dataclass(frozen=True)
 class Cell:
     strategy: str
-    fraction: float
     seed: int
+    settings: tuple[tuple[str, str], ...] = ()  # one value per grid axis, as given on the command line
 
     @property
     def key(self) -> str:
-        return f"{self.strategy}|{self.fraction:g}|{self.seed}"
+        return "|".join([self.strategy, *(f"{k}={v}" for k, v in self.settings), str(self.seed)])
 
     @property
     def label(self) -> str:
-        return f"{self.strategy} fraction={self.fraction:g} seed={self.seed}"
+        settings = " ".join(f"{k.removeprefix(SCENARIO_PREFIX)}={v}" for k, v in self.settings)
+        return " ".join(part for part in (self.strategy, settings, f"seed={self.seed}") if part)
 
 
 @dataclass(frozen=True)
@@ -52,30 +64,52 @@ class SweepSpec:
     """The grid and everything shared by its cells; equal specs are the same sweep."""
 
     strategies: tuple[str, ...]
-    fractions: tuple[float, ...]
     seeds: tuple[int, ...]
     config: RunConfig
+    grid: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (key, values) per axis, in the order given
     strategy_sets: dict[str, str] = field(default_factory=dict)
+    scenario: str = DEFAULT_SCENARIO
+    scenario_sets: dict[str, str] = field(default_factory=dict)
 
     def cells(self) -> list[Cell]:
-        return [Cell(s, f, seed) for seed, s, f in itertools.product(self.seeds, self.strategies, self.fractions)]
+        keys = [key for key, _ in self.grid]
+        combos = list(itertools.product(*(values for _, values in self.grid)))
+        return [
+            Cell(strategy, seed, tuple(zip(keys, combo, strict=True)))
+            for seed, strategy, combo in itertools.product(self.seeds, self.strategies, combos)
+        ]
 
-    def shared_config(self) -> dict:
-        """The config every cell shares: all of it but the seed and the fraction, which the grid sets."""
-        base = self.config.to_dict()
-        base.pop("seed")
-        base["data"].pop("fraction")
-        return base
+    def materialize(self, cell: Cell) -> tuple[RunConfig, Strategy, Scenario]:
+        """The cell's config, strategy and scenario: the shared settings with its grid values on top."""
+        config_sets: dict[str, str] = {}
+        strategy_sets, scenario_sets = dict(self.strategy_sets), dict(self.scenario_sets)
+        for key, value in cell.settings:
+            if key.startswith(SCENARIO_PREFIX):
+                scenario_sets[key.removeprefix(SCENARIO_PREFIX)] = value
+            elif key.startswith(CONFIG_SECTIONS) or key in ("device",):
+                config_sets[key] = value
+            else:
+                strategy_sets[key] = value
+        config = validate_config(override_config(replace(self.config, seed=cell.seed), config_sets, "--grid"))
+        scenario = load_scenario(self.scenario, scenario_sets)
+        config.train.check_experiences(checked_names(scenario))
+        return config, instantiate(resolve(cell.strategy), strategy_sets), scenario
 
     def key(self) -> str:
         identity = {
             "strategies": self.strategies,
-            "fractions": self.fractions,
             "seeds": self.seeds,
-            "config": self.shared_config(),
+            "grid": self.grid,
+            "config": {k: v for k, v in self.config.to_dict().items() if k != "seed"},
             "sets": self.strategy_sets,
+            "scenario": [self.scenario, self.scenario_sets],
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def experience0_group(config: RunConfig, scenario: Scenario) -> str:
+    """Cells with the same group share experience 0: its cache key, with the data settings for the fingerprint."""
+    return checkpoints.experience0_key(config, json.dumps(asdict(config.data)), checkpoints.scenario_identity(scenario))
 
 
 @dataclass
@@ -134,9 +168,9 @@ def sweep(
     started = time.perf_counter()
     uri = tracking.tracking_uri(tracking_uri)
     tracking.configure(uri)
-    _check_strategies(spec)
+    groups = _check_cells(spec)
     tracking.prepare_store(uri)
-    experiment = experiment or clevr_humans.NAME
+    experiment = experiment or load_scenario(spec.scenario, spec.scenario_sets).name
     client = MlflowClient()
     parent_id, done = _parent_run(client, spec, experiment, command)
     cells = spec.cells()
@@ -162,7 +196,7 @@ def sweep(
                 disable=not progress or not sys.stderr.isatty(),
             ) as bar,
         ):
-            for outcome in _schedule(pool, pending, spec, parent_id, experiment, uri):
+            for outcome in _schedule(pool, pending, groups, spec, parent_id, experiment, uri):
                 outcomes.append(outcome)
                 bar.update(1)
                 bar.write(_describe(outcome), file=out)
@@ -200,12 +234,13 @@ def _report_to_parent(parent_id: str, experiment: str, uri: str, out) -> None:
     print("report logged to the parent run; write it out with: python -m clbench report --out results/", file=out)
 
 
-def _check_strategies(spec: SweepSpec) -> None:
-    """Fail before starting anything if a strategy name, plugin or parameter is wrong."""
-    from clbench.strategy import instantiate, resolve
-
-    for name in spec.strategies:
-        instantiate(resolve(name), spec.strategy_sets)
+def _check_cells(spec: SweepSpec) -> dict[Cell, str]:
+    """Fail before starting anything if any cell's strategy, scenario or config is wrong; its experience-0 group."""
+    groups = {}
+    for cell in spec.cells():
+        config, _, scenario = spec.materialize(cell)
+        groups[cell] = experience0_group(config, scenario)
+    return groups
 
 
 def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple[str, dict]:
@@ -213,6 +248,7 @@ def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple
     import mlflow
 
     key = spec.key()
+    axes = {k: len(values) for k, values in spec.grid}
     experiment_id = mlflow.set_experiment(experiment).experiment_id
     found = client.search_runs(
         [experiment_id],
@@ -226,17 +262,19 @@ def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple
     else:
         parent = client.create_run(
             experiment_id,
-            run_name=f"sweep {len(spec.strategies)}×{len(spec.fractions)}×{len(spec.seeds)}",
+            run_name="sweep " + "×".join(str(n) for n in (len(spec.strategies), *axes.values(), len(spec.seeds))),
             tags={SWEEP_TAG: key, KIND_TAG: "sweep", COMMAND_TAG: command},
         )
         parent_id = parent.info.run_id
-        params = tracking.flatten(spec.shared_config()) | {
+        params = tracking.flatten({k: v for k, v in spec.config.to_dict().items() if k != "seed"}) | {
             "sweep.strategies": ",".join(spec.strategies),
-            "sweep.fractions": ",".join(f"{f:g}" for f in spec.fractions),
             "sweep.seeds": ",".join(str(s) for s in spec.seeds),
             "sweep.key": key,
+            "scenario": spec.scenario,
         }
+        params |= {f"sweep.grid.{k}": ",".join(values) for k, values in spec.grid}
         params |= {f"strategy.{k}": v for k, v in spec.strategy_sets.items()}
+        params |= {f"{SCENARIO_PREFIX}{k}": v for k, v in spec.scenario_sets.items()}
         tracking.log_params(parent_id, params | tracking.versions())
     return parent_id, finished_cells(client, experiment_id, parent_id)
 
@@ -252,15 +290,17 @@ def finished_cells(client, experiment_id: str, parent_id: str) -> dict:
     return {run.data.tags[CELL_TAG]: run for run in runs if CELL_TAG in run.data.tags}
 
 
-def _schedule(pool, pending: list[Cell], spec: SweepSpec, parent_id: str, experiment: str, uri: str):
-    """Yield outcomes as cells end. Each seed's first cell runs alone; its other cells start when it is done."""
-    leaders: dict[int, Cell] = {}
-    followers: dict[int, list[Cell]] = {}
+def _schedule(
+    pool, pending: list[Cell], groups: dict[Cell, str], spec: SweepSpec, parent_id: str, experiment: str, uri: str
+):
+    """Yield outcomes as cells end. Each experience-0 group's first cell runs alone; the rest start when it is done."""
+    leaders: dict[str, Cell] = {}
+    followers: dict[str, list[Cell]] = {}
     for cell in pending:
-        if cell.seed in leaders:
-            followers.setdefault(cell.seed, []).append(cell)
+        if groups[cell] in leaders:
+            followers.setdefault(groups[cell], []).append(cell)
         else:
-            leaders[cell.seed] = cell
+            leaders[groups[cell]] = cell
 
     def submit(cell: Cell) -> Future:
         return pool.submit(run_cell, cell, spec, parent_id, experiment, uri)
@@ -270,8 +310,8 @@ def _schedule(pool, pending: list[Cell], spec: SweepSpec, parent_id: str, experi
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
             cell = running.pop(future)
-            if cell is leaders.get(cell.seed):
-                running |= {submit(c): c for c in followers.pop(cell.seed, [])}
+            if cell is leaders.get(groups[cell]):
+                running |= {submit(c): c for c in followers.pop(groups[cell], [])}
             try:
                 yield future.result()
             except BrokenProcessPool:
@@ -285,7 +325,6 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
     from mlflow import MlflowClient
 
     from clbench.runner import run, summary_metrics
-    from clbench.strategy import instantiate, resolve
 
     started = time.perf_counter()
     tracking.configure(uri)
@@ -300,9 +339,18 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            config = replace(spec.config, seed=cell.seed, data=replace(spec.config.data, fraction=cell.fraction))
-            strategy = instantiate(resolve(cell.strategy), spec.strategy_sets)
-            result = run(config, strategy, experiment=experiment, progress=False, run_id=run_id, resume=resume)
+            config, strategy, scenario = spec.materialize(cell)
+            result = run(
+                config,
+                strategy,
+                scenario,
+                experiment=experiment,
+                progress=False,
+                run_id=run_id,
+                resume=resume,
+                strategy_spec=cell.strategy,
+                scenario_spec=spec.scenario,
+            )
     except Exception as exc:
         error = exc.one_line() if isinstance(exc, ClbenchError) else f"{type(exc).__name__}: {exc}"
         log.write(traceback.format_exc())
@@ -340,11 +388,13 @@ def _interrupted(client, experiment_id: str, parent_id: str, cell: Cell):
 def _describe(outcome: CellOutcome) -> str:
     if outcome.status == "FAILED":
         return f"FAILED   {outcome.cell.label}: {outcome.error}"
-    tests = clevr_humans.EXPERIENCES
+    prefix = metric_names.final_accuracy("")
     final = " ".join(
-        f"{t} {100 * outcome.figures.get(metric_names.final_accuracy(t), float('nan')):.1f}%" for t in tests
+        f"{name.removeprefix(prefix)} {100 * value:.1f}%"
+        for name, value in outcome.figures.items()
+        if name.startswith(prefix)
     )
-    forgetting = 100 * outcome.figures.get(metric_names.forgetting(tests[0]), float("nan"))
+    forgetting = 100 * outcome.figures.get(metric_names.AVERAGE_FORGETTING, float("nan"))
     trained = ", trained experience 0" if outcome.experience0_trained else ""
     timing = f"{outcome.wall_time_s:.0f} s{trained}"
     return f"finished {outcome.cell.label}: {final}, forgetting {forgetting:+.1f} pts ({timing})"

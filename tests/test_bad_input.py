@@ -62,6 +62,17 @@ def _no_humans(tmp: Path, tiny_root: Path) -> list[str]:
     return _run(data)
 
 
+def _cogent_without(split_file: str) -> Setup:
+    def setup(tmp: Path, tiny_root: Path) -> list[str]:
+        from tests.cogent_fixture import write_cogent_fixture
+
+        root = write_cogent_fixture(tmp / "cogent")
+        (root / "CLEVR_CoGenT_v1.0" / "questions" / split_file).unlink()
+        return _run(root, "--scenario", "cogent")
+
+    return setup
+
+
 def _empty_store(tmp: Path, tiny_root: Path) -> list[str]:
     from mlflow import MlflowClient
 
@@ -139,6 +150,40 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     "no test questions": (_argv(*RUN, "--set", "data.max_test_questions=0"), "leaves no questions"),
     "negative word count": (_argv(*RUN, "--set", "data.min_word_count=-1"), "data.min_word_count=-1 is negative"),
     "unknown subcommand": (_argv("frobnicate"), "invalid choice"),
+    # scenarios
+    "unknown scenario": (_argv(*RUN, "--scenario", "cogen"), "did you mean 'cogent'"),
+    "unknown question type in the order": (
+        _argv(*RUN, "--scenario", "question-types", "--set", "scenario.order=exist,cout"),
+        "unknown question type 'cout' (did you mean 'count'?)",
+    ),
+    "empty experience in the order": (
+        _argv(*RUN, "--scenario", "question-types", "--set", "scenario.order=exist,,count"),
+        "has an empty experience",
+    ),
+    "question type in two experiences": (
+        _argv(*RUN, "--scenario", "question-types", "--set", "scenario.order=wh,count"),
+        "puts count in two experiences",
+    ),
+    "CoGenT folder missing a split": (_cogent_without("CLEVR_valB_questions.json"), "CLEVR_valB_questions.json"),
+    "unknown scenario parameter": (_argv(*RUN, "--set", "scenario.fractoin=0.5"), "did you mean scenario.fraction"),
+    "--fraction for a scenario without one": (
+        _argv(*RUN, "--scenario", "question-types", "--fraction", "0.5"),
+        "has no parameter scenario.fraction",
+    ),
+    "epochs for six of five experiences": (
+        _argv(*RUN, "--scenario", "question-types", "--epochs", "1,1,1,1,1,1"),
+        "train.epochs gives 6 values but the scenario has 5",
+    ),
+    "CoGenT pool of no image": (
+        _argv(*RUN, "--scenario", "cogent", "--set", "scenario.pool_images=0"),
+        "scenario.pool_images=0 is below 1",
+    ),
+    "sweep grid with an empty value": (_argv("sweep", "--preset", "tiny", "--grid", "train.lr=1e-3,"), "--grid"),
+    "sweep grid over an unknown key": (
+        _argv("sweep", "--preset", "tiny", "--strategies", "ewc", "--grid", "ewc_lamda=1,2"),
+        "did you mean",
+    ),
+    "report of an unknown scenario": (_argv("report", "--scenario", "nope", "--out", "{tmp}/out"), "unknown scenario"),
     # strategies and plugins
     "unknown strategy": (_argv(*RUN, "--strategy", "ewk"), "did you mean 'ewc'"),
     "plugin file with a syntax error": (_plugin("class Mine(:\n"), "syntax error"),

@@ -102,7 +102,7 @@ def one_question_last(tiny_root: Path) -> RunConfig:
 def test_a_last_minibatch_of_one_question_trains_to_the_end(name: str, one_question_last, tracking_store):
     strategy = instantiate(resolve(name), {})
     result = run(one_question_last, strategy, tracking_uri=tracking_store, progress=False, out=io.StringIO())
-    assert result.sizes["clevr_train"] % BATCH == 1 and result.sizes["humans_train"] % BATCH == 1
+    assert result.sizes["train/CLEVR"] % BATCH == 1 and result.sizes["train/CLEVR-Humans"] % BATCH == 1
     assert result.accuracy.shape == (2, 2)
 
 

@@ -63,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def swept_over_http(server: str, tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
     config = PRESETS["tiny"]
     config = replace(config, data=replace(config.data, root=str(tiny_root)))
-    spec = SweepSpec(("naive", "replay"), (0.5, 1.0), (0,), config)
+    spec = SweepSpec(("naive", "replay"), (0,), config, grid=(("scenario.fraction", ("0.5", "1")),))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path_factory.mktemp("client"))
         result = sweep(spec, jobs=2, experiment=EXPERIMENT, tracking_uri=server, progress=False, out=io.StringIO())
@@ -86,7 +86,8 @@ def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_
     parent = _api(server, "runs/get", run_id=swept_over_http.parent_run_id)["run"]
     assert parent["info"]["status"] == "FINISHED"
     parent_params = {p["key"]: p["value"] for p in parent["data"]["params"]}
-    assert parent_params["sweep.strategies"] == "naive,replay" and parent_params["sweep.fractions"] == "0.5,1"
+    assert parent_params["sweep.strategies"] == "naive,replay"
+    assert parent_params["sweep.grid.scenario.fraction"] == "0.5,1"
     parent_metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
     assert parent_metrics["sweep/experience0_trained"] <= 1 and parent_metrics["sweep/cells_failed"] == 0
 
@@ -104,7 +105,7 @@ def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_
     for run in found:
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
-        cells.add((params["strategy"], params["data.fraction"], params["seed"]))
+        cells.add((params["strategy"], params["scenario.fraction"], params["seed"]))
         assert run["info"]["status"] == "FINISHED"
         for name in ("final_accuracy/CLEVR", "final_accuracy/CLEVR-Humans", "forgetting/CLEVR", "bwt"):
             assert 0 <= abs(metrics[name]) <= 1

@@ -12,7 +12,7 @@ import pytest
 from clbench.config import PRESETS, validate
 from clbench.data.scene_maps import CHANNELS, build_scene_maps, draw
 from clbench.errors import DataError
-from clbench.runner import build_scenario, run
+from clbench.runner import build_benchmark, run
 from clbench.strategy import instantiate, resolve
 
 
@@ -78,7 +78,7 @@ def test_a_run_on_scene_maps_trains_both_experiences(tiny_root: Path, tracking_s
         model=replace(config.model, stem="scene", image_height=4, image_width=6, stem_layers=0),
     )
     validate(config)
-    scenario = build_scenario(config, progress=False)
+    scenario = build_benchmark(config, progress=False)
     x, _ = scenario.train_datasets[0][0]
     assert x.images.shape == (len(CHANNELS), 4, 6)
     result = run(

@@ -112,6 +112,6 @@ def test_third_party_entry_point_is_discovered(tmp_path: Path, monkeypatch: pyte
         assert cls.describe() == "Third-party strategy."
     finally:
         sys.modules.pop("thirdparty_cl", None)
-        from clbench import strategy as registry
+        from clbench.strategy import STRATEGIES
 
-        registry._REGISTRY.pop("third-lwf", None)
+        STRATEGIES._registry.pop("third-lwf", None)

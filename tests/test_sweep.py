@@ -43,10 +43,10 @@ class Exploding(Strategy):
 """
 
 
-def _spec(tiny_root: Path, strategies=("naive", "ewc"), fractions=(0.5, 1.0), seeds=(0, 1)) -> SweepSpec:
+def _spec(tiny_root: Path, strategies=("naive", "ewc"), fractions=("0.5", "1"), seeds=(0, 1)) -> SweepSpec:
     config = PRESETS["tiny"]
     config = replace(config, data=replace(config.data, root=str(tiny_root)))
-    return SweepSpec(tuple(strategies), tuple(fractions), tuple(seeds), config)
+    return SweepSpec(tuple(strategies), tuple(seeds), config, grid=(("scenario.fraction", tuple(fractions)),))
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,7 @@ def test_sweep_trains_experience0_once_per_seed_in_a_parent_run(swept):
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.params["sweep.strategies"] == "naive,ewc"
+    assert parent.data.params["sweep.grid.scenario.fraction"] == "0.5,1"
     assert parent.data.metrics["sweep/experience0_trained"] == 2
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{result.parent_run_id}'"
@@ -103,24 +104,30 @@ def test_report_files_hold_the_numbers_of_the_runs(swept, tmp_path: Path):
     written = build_report(runs, tmp_path / "report")
     names = {p.name for p in written}
     assert {"summary.md", "accuracy_vs_fraction.png", "forgetting.png", "per_type_accuracy.png"} <= names
+    assert {"accuracy_matrix.png", "accuracy_matrix.csv", "final.csv"} <= names
     assert {"gamma_beta.png", "gamma_beta_drift.csv", "forgetting.csv", "per_type_accuracy.csv"} <= names
     client = MlflowClient(store)
     children = [client.get_run(o.run_id) for o in result.outcomes]
     table = pd.read_csv(tmp_path / "report" / "accuracy_vs_fraction.csv", index_col=[0, 1])
     forgetting = pd.read_csv(tmp_path / "report" / "forgetting.csv", index_col=[0, 1])
+    matrices = pd.read_csv(tmp_path / "report" / "accuracy_matrix.csv", index_col=[0, 1])
     for strategy in ("naive", "ewc"):
         for fraction in (0.5, 1.0):
             cell = [
                 c.data.metrics
                 for c in children
-                if c.data.params["strategy"] == strategy and float(c.data.params["data.fraction"]) == fraction
+                if c.data.params["strategy"] == strategy and float(c.data.params["scenario.fraction"]) == fraction
             ]
             humans = pd.Series([m["accuracy/after_CLEVR-Humans/CLEVR-Humans"] for m in cell])
             forgot = pd.Series([m["forgetting/CLEVR"] for m in cell])
-            assert table.loc[(strategy, fraction), "humans_after_mean"] == pytest.approx(humans.mean())
-            assert table.loc[(strategy, fraction), "humans_after_std"] == pytest.approx(humans.std())
-            assert forgetting.loc[(strategy, fraction), "forgetting_mean"] == pytest.approx(forgot.mean())
+            assert table.loc[(strategy, fraction), "new_after_mean"] == pytest.approx(humans.mean())
+            assert table.loc[(strategy, fraction), "new_after_std"] == pytest.approx(humans.std())
+            assert forgetting.loc[(strategy, fraction), "CLEVR_mean"] == pytest.approx(forgot.mean())
             assert table.loc[(strategy, fraction), "n"] == 2
+            if fraction == 1.0:  # the matrices are at the largest fraction
+                assert matrices.loc[(strategy, "CLEVR-Humans"), "CLEVR"] == pytest.approx(
+                    pd.Series([m["accuracy/after_CLEVR-Humans/CLEVR"] for m in cell]).mean()
+                )
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| naive" in summary and "![accuracy vs fraction](accuracy_vs_fraction.png)" in summary
     logged = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
@@ -134,7 +141,7 @@ def test_a_failed_cell_is_recorded_the_sweep_goes_on_and_a_rerun_resumes_it(tiny
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CLBENCH_TEST_EXPLODE", "1")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = _spec(tiny_root, strategies=(f"{plugin}:Exploding", "naive"), fractions=(1.0,), seeds=(0,))
+    spec = _spec(tiny_root, strategies=(f"{plugin}:Exploding", "naive"), fractions=("1",), seeds=(0,))
     result = sweep(spec, jobs=1, experiment=EXPERIMENT, tracking_uri=store, progress=False, out=io.StringIO())
     by_strategy = {o.cell.strategy.split(":")[-1]: o for o in result.outcomes}
     assert by_strategy["Exploding"].status == "FAILED" and "boom in experience 1" in by_strategy["Exploding"].error
