@@ -25,6 +25,11 @@ def forgetting(test: str) -> str:
     return f"forgetting/{test}"
 
 
+def backward_transfer(test: str) -> str:
+    """R[last][j] − R[j][j] for the test set of earlier experience j; `bwt` is their mean."""
+    return f"bwt/{test}"
+
+
 def majority_baseline(test: str) -> str:
     return f"majority_baseline/{test}"
 

@@ -455,7 +455,7 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
     writable_folder(out, "--out")
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        keep = r"^(run_id|strategy|seed|scenario\.|accuracy/|forgetting/|average_|bwt$)"
+        keep = r"^(run_id|strategy|seed|scenario\.|accuracy/|forgetting/|average_|bwt($|/))"
         runs.cells.filter(regex=keep).to_csv(staging / "cells.csv", index=False)
         report.final.to_csv(staging / "final.csv")
         report.forgetting.to_csv(staging / "forgetting.csv")

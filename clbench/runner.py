@@ -10,7 +10,8 @@ import json
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,10 +84,19 @@ class RunResult:
         return float(self.accuracy.iloc[-1].mean())
 
     @property
-    def bwt(self) -> float:
+    def backward_transfer(self) -> dict[str, float]:
+        """Per test set of an earlier experience j: R[last][j] − R[j][j] (negative: forgotten)."""
         last = len(self.accuracy) - 1
-        diffs = [self.accuracy.iloc[last, j] - self.accuracy.iloc[j, j] for j in range(last)]
-        return float(sum(diffs) / len(diffs)) if diffs else 0.0
+        return {
+            test: float(self.accuracy.iloc[last, j] - self.accuracy.iloc[j, j])
+            for j, test in enumerate(self.accuracy.columns[:last])
+        }
+
+    @property
+    def bwt(self) -> float:
+        """BWT: the mean of `backward_transfer`."""
+        values = list(self.backward_transfer.values())
+        return float(sum(values) / len(values)) if values else 0.0
 
     def summary(self) -> str:
         pct = self.accuracy.map(lambda v: f"{100 * v:5.1f}")
@@ -215,14 +225,8 @@ def run(
             if reuse:  # runs sharing experience 0 (a sweep's cells) wait here while one of them trains it
                 experience0_lock.enter_context(checkpoints.locked(key))
             cached = checkpoints.load(key) if reuse else None
-            meta = {
-                "experiment": experiment,
-                "run_name": run_name or strategy.name,
-                "tracking_uri": uri,
-                "config": config.to_dict(),
-                "strategy": {"spec": strategy_spec or strategy.name, "params": strategy.params()},
-                "scenario": {"spec": scenario_spec or scenario.name, "params": scenario.params()},
-            }
+            meta = {"experiment": experiment, "run_name": run_name or strategy.name, "tracking_uri": uri}
+            meta |= _what_to_resume(config, strategy, scenario, strategy_spec, scenario_spec)
             checkpoint = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
             _log_params(run_id, config, strategy, scenario, bench, model, device, key, cached is not None)
         else:
@@ -236,21 +240,12 @@ def run(
 
         # -- train and evaluate each experience
         measured: list[_Measured] = []
-        try:
+        with _saying_how_to_resume(run_id, logger):
             for i, experience in enumerate(bench.train_stream):
                 _train(template, checkpointer, checkpoint, config, i, experience, names[i], resumed=resume is not None)
                 experience0_lock.close()
                 measured.append(_evaluate(template, bench, film_stats, names[i], _loader_args(config)))
                 checkpointer.experience_done(i)
-        except BaseException:
-            logger.flush()
-            if checkpoints.run_path(run_id).is_file():
-                print(
-                    f"run {run_id} saved at its last finished epoch; continue it with: "
-                    f"python -m clbench run --resume {run_id}",
-                    file=sys.stderr,
-                )
-            raise
 
         # -- results
         result = _result(run_id, bench, measured, time.perf_counter() - started, experience0_trained)
@@ -258,6 +253,33 @@ def run(
         checkpoints.delete_run(run_id)  # finished: the final model is an MLflow artifact now
     print(result.summary(), file=out or sys.stdout)
     return result
+
+
+def _what_to_resume(
+    config: RunConfig, strategy: Strategy, scenario: Scenario, strategy_spec: str | None, scenario_spec: str | None
+) -> dict[str, Any]:
+    """What `--resume` rebuilds the run from: its config, and how to find and build its strategy and scenario."""
+    return {
+        "config": config.to_dict(),
+        "strategy": {"spec": strategy_spec or strategy.name, "params": strategy.params()},
+        "scenario": {"spec": scenario_spec or scenario.name, "params": scenario.params()},
+    }
+
+
+@contextmanager
+def _saying_how_to_resume(run_id: str, logger: Any) -> Iterator[None]:
+    """Whatever stops the run (Ctrl-C, an error), flush its metrics and print the command that continues it."""
+    try:
+        yield
+    except BaseException:
+        logger.flush()
+        if checkpoints.run_path(run_id).is_file():
+            print(
+                f"run {run_id} saved at its last finished epoch; continue it with: "
+                f"python -m clbench run --resume {run_id}",
+                file=sys.stderr,
+            )
+        raise
 
 
 def _log_params(
@@ -426,6 +448,7 @@ def summary_metrics(result: RunResult) -> dict[str, float]:
     """The run's final figures under flat names, one value each: the columns runs are compared on."""
     metrics = {metric_names.forgetting(test): value for test, value in result.forgetting.items()}
     metrics[metric_names.BWT] = result.bwt
+    metrics |= {metric_names.backward_transfer(test): value for test, value in result.backward_transfer.items()}
     metrics[metric_names.AVERAGE_FORGETTING] = result.average_forgetting
     metrics[metric_names.AVERAGE_ACCURACY] = result.average_accuracy
     metrics |= {metric_names.final_accuracy(test): value for test, value in result.accuracy.iloc[-1].items()}

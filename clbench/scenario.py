@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from clbench.benchmark import Benchmark, BuildContext
 from clbench.errors import ConfigError
 from clbench.registry import Plugin, PluginKind
+
+if TYPE_CHECKING:  # importing clbench must stay light: the benchmark module pulls in torch and Avalanche
+    from clbench.benchmark import Benchmark, BuildContext
 
 ENTRY_POINT_GROUP = "clbench.scenarios"
 DEFAULT = "clevr-humans"

@@ -13,18 +13,11 @@ from typing import Any
 
 from PIL import Image
 
+from clbench.synth.render import COLOR_RGB  # CLEVR's own colours and directions: facts, not generator output
+from clbench.synth.scenes import DIRECTIONS
+
 COGENT = "CLEVR_CoGenT_v1.0"
 IMAGE_SIZE = (48, 32)  # width, height
-_RGB = {
-    "gray": (87, 87, 87),
-    "red": (173, 35, 35),
-    "blue": (42, 75, 215),
-    "green": (29, 105, 20),
-    "brown": (129, 74, 25),
-    "purple": (129, 38, 192),
-    "cyan": (41, 208, 208),
-    "yellow": (255, 238, 51),
-}
 
 # Objects as (color, shape, material, size, x, y); no two objects of a scene share an x or a y.
 SCENES: dict[str, list[list[tuple[str, str, str, str, float, float]]]] = {
@@ -299,14 +292,7 @@ def _scene(split: str, index: int, objects: list[tuple[str, str, str, str, float
         },
         "image_filename": _filename(split, index),
         "split": split,
-        "directions": {
-            "right": [1.0, 0.0, 0.0],
-            "behind": [0.0, 1.0, 0.0],
-            "above": [0.0, 0.0, 1.0],
-            "below": [0.0, 0.0, -1.0],
-            "left": [-1.0, 0.0, 0.0],
-            "front": [0.0, -1.0, 0.0],
-        },
+        "directions": DIRECTIONS,
     }
 
 
@@ -316,7 +302,7 @@ def _draw(path: Path, scene: dict[str, Any]) -> None:
     for obj in scene["objects"]:
         px, py, _ = obj["pixel_coords"]
         half = 3 if obj["size"] == "large" else 1
-        image.paste(_RGB[obj["color"]], (px - half, py - half, px + half + 1, py + half + 1))
+        image.paste(COLOR_RGB[obj["color"]], (px - half, py - half, px + half + 1, py + half + 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
 

@@ -102,6 +102,9 @@ def test_question_types_logs_a_five_by_five_matrix(tiny: RunConfig, tracking_sto
     assert metrics[metric_names.accuracy("count", "exist")] == pytest.approx(result.accuracy.loc["count", "exist"])
     assert set(result.forgetting) == set(TYPES[:-1])
     assert metrics[metric_names.AVERAGE_FORGETTING] == pytest.approx(sum(result.forgetting.values()) / 4)
+    matrix = result.accuracy.to_numpy()
+    assert metrics[metric_names.backward_transfer("count")] == pytest.approx(matrix[4, 1] - matrix[1, 1])
+    assert result.forgetting["count"] == pytest.approx(matrix[1:4, 1].max() - matrix[4, 1])
     assert result.per_type.empty  # one type per test set: the matrix says it all
 
 
