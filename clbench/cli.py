@@ -69,10 +69,10 @@ def _add_shared_run_options(parser: argparse.ArgumentParser) -> None:
         help="a strategy parameter (ewc_lambda=100), a scenario parameter (scenario.fraction=0.5) or a config "
         "field (train.lr=1e-3, model.module_dim=64)",
     )
-    parser.add_argument("--config", type=Path, help="YAML file of config fields (sections data/model/train)")
+    parser.add_argument("--config", type=Path, help="YAML file of config fields (sections data/model/train/scenario)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
-    parser.add_argument("--experiment", help="MLflow experiment name (default: clevr-humans)")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: the scenario's name)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
