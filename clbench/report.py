@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,17 @@ class SweepRuns:
     @property
     def last(self) -> str:
         return self.tests[-1]
+
+    @property
+    def forgettable(self) -> list[str]:
+        """Test sets with a forgetting figure: an earlier experience's, in any cell's order."""
+        return [t for t in self.tests if metric_names.forgetting(t) in self.cells]
+
+    def first_order(self) -> SweepRuns:
+        """The cells that share the first cell's experience order: tables about "the first experience" and "the
+        end" (per type, γ/β) compare like with like when the grid holds several orders."""
+        same = self.cells["experiences"] == self.cells["experiences"].iloc[0]
+        return replace(self, cells=self.cells[same].reset_index(drop=True))
 
     @property
     def settings(self) -> list[str]:
@@ -188,7 +199,7 @@ def accuracy_table(runs: SweepRuns) -> pd.DataFrame:
 def forgetting_table(runs: SweepRuns) -> pd.DataFrame:
     """Forgetting of every earlier test set, their mean, and BWT, per strategy and setting (and fraction)."""
     by = ["strategy", *runs.settings, *([FRACTION] if FRACTION in runs.cells else [])]
-    columns = {t: metric_names.forgetting(t) for t in runs.tests[:-1]}
+    columns = {t: metric_names.forgetting(t) for t in runs.forgettable}
     columns |= {"average": metric_names.AVERAGE_FORGETTING, "bwt": metric_names.BWT}
     return _mean_std(runs.cells, by, columns)
 
@@ -343,7 +354,7 @@ def forgetting_figure(runs: SweepRuns, table: pd.DataFrame) -> Figure:
         legend, what = "fraction", f"{runs.first} forgetting (accuracy points)"
     else:
         frame = frame[frame[FRACTION] == frame[FRACTION].max()] if FRACTION in frame else frame
-        groups = [(t, frame, t) for t in runs.tests[:-1]]
+        groups = [(t, frame, t) for t in runs.forgettable]
         legend, what = "tested on", "forgetting (accuracy points)"
     figure = Figure(figsize=(max(8, 1.2 * len(labels) * max(1, len(groups)) / 3), 4))
     ax = figure.subplots()
@@ -429,7 +440,8 @@ class _Report:
 def _tables(runs: SweepRuns, references: dict[str, dict[str, float]]) -> _Report:
     fractions = runs.cells[FRACTION].nunique() if FRACTION in runs.cells else 0
     report = _Report(final_table(runs), forgetting_table(runs), matrices(runs))
-    report.per_type, report.film, report.drift = per_type_table(runs), film_table(runs), drift_table(runs)
+    primary = runs.first_order()
+    report.per_type, report.film, report.drift = per_type_table(primary), film_table(primary), drift_table(primary)
     if fractions > 1:
         report.accuracy = accuracy_table(runs)
         report.figures["accuracy_vs_fraction.png"] = accuracy_figure(runs, report.accuracy, references)
@@ -438,7 +450,7 @@ def _tables(runs: SweepRuns, references: dict[str, dict[str, float]]) -> _Report
     report.figures["forgetting.png"] = forgetting_figure(runs, report.forgetting)
     report.figures["accuracy_matrix.png"] = matrix_figure(report.matrices)
     if not report.per_type.empty:
-        report.figures["per_type_accuracy.png"] = per_type_figure(report.per_type, runs.first)
+        report.figures["per_type_accuracy.png"] = per_type_figure(report.per_type, primary.first)
     return report
 
 
@@ -451,7 +463,7 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
 
     references = dict(getattr(scenario, "references", {}) or {})
     report = _tables(runs, references)
-    histograms = film_histograms(runs)
+    histograms = film_histograms(runs.first_order())
     writable_folder(out, "--out")
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
@@ -472,10 +484,9 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
         for name, figure in report.figures.items():
             plots.save(figure, staging / name)
         if not histograms.empty:
-            title = f"FiLM parameters over {runs.first} (the paper's Figure 5): after {runs.first}, and at the end"
-            plots.save(
-                plots.gamma_beta(histograms, hue="model", test=runs.first, title=title), staging / "gamma_beta.png"
-            )
+            first = runs.first_order().first
+            title = f"FiLM parameters over {first} (the paper's Figure 5): after {first}, and at the end"
+            plots.save(plots.gamma_beta(histograms, hue="model", test=first, title=title), staging / "gamma_beta.png")
         (staging / "summary.md").write_text(summary_markdown(runs, report, report_command))
         written = []
         for path in sorted(staging.iterdir()):
@@ -522,10 +533,12 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
             "other cell started from the cached model).",
             "",
         ]
-    before = {t: cells[metric_names.accuracy(names[0], t)].mean() for t in tests}
+    same = cells[cells["experiences"] == cells["experiences"].iloc[0]]
+    before = {t: same[metric_names.accuracy(names[0], t)].mean() for t in tests}
     baseline = {t: cells.get(metric_names.majority_baseline(t), pd.Series([np.nan])).mean() for t in tests}
+    several = " (the first order; the per-type and γ/β sections below too)" if len(same) < len(cells) else ""
     lines += [
-        f"## After the first experience ({names[0]})",
+        f"## After the first experience ({names[0]}){several}",
         "",
         ", ".join(f"{t} {100 * before[t]:.1f} % (majority answer {100 * baseline[t]:.1f} %)" for t in tests) + ".",
         "",
@@ -555,7 +568,7 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
     if FRACTION in cells and len(tests) == 2:
         lines += [_by_fraction(report.forgetting, first, order).to_markdown(), ""]
     else:
-        per_test = pd.DataFrame({t: _pm(report.forgetting, t) for t in tests[:-1]})
+        per_test = pd.DataFrame({t: _pm(report.forgetting, t) for t in runs.forgettable})
         per_test["mean"] = _pm(report.forgetting, "average")
         lines += [per_test.to_markdown(), ""]
     lines += ["## Accuracy matrices (%)", "", "![accuracy matrix](accuracy_matrix.png)", ""]
