@@ -338,8 +338,7 @@ def accuracy_figure(runs: SweepRuns, table: pd.DataFrame, references: dict[str, 
         ax.grid(alpha=0.3)
     left.set_title(f"Learning {last} (the paper's Figure 9)", fontsize=10)
     right.set_title(f"Remembering {first}", fontsize=10)
-    right.legend(fontsize=7, loc="lower left")
-    left.legend(fontsize=7, loc="lower right")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.suptitle("mean ± std across seeds", fontsize=9)
     return figure
 
@@ -503,7 +502,8 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
 
 def _by_fraction(table: pd.DataFrame, name: str, order: list[str]) -> pd.DataFrame:
     wide = _pm(table, name).unstack(FRACTION)
-    wide = wide.loc[[k for k in wide.index if (k[0] if isinstance(k, tuple) else k) in order]]
+    rank = {strategy: i for i, strategy in enumerate(order)}
+    wide = wide.iloc[np.argsort([rank.get(_first(k), len(rank)) for k in wide.index], kind="stable")]
     wide.columns = [f"{f:g}" for f in wide.columns]
     return wide
 
@@ -513,7 +513,7 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
     first, last, tests = runs.first, runs.last, runs.tests
     names = cells["experiences"].iloc[0].split(",")
     seeds = sorted(cells["seed"].unique())
-    grid = " × ".join(f"{cells[a].nunique()} {a.removeprefix('scenario.')}" for a in runs.axes)
+    grid = " × ".join(f"{cells[a].nunique()} values of {a.removeprefix('scenario.')}" for a in runs.axes)
     lines = [
         f"# clbench sweep report: {runs.experiment}",
         "",
