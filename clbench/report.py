@@ -385,7 +385,8 @@ def matrix_figure(mats: dict[str, pd.DataFrame]) -> Figure:
         for (i, j), value in np.ndenumerate(100 * mat.to_numpy()):
             ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "k")
         ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=35, ha="right", fontsize=7)
-        ax.set_yticks(range(len(mat.index)), mat.index, fontsize=7)
+        first_column = list(mats).index(label) % columns == 0
+        ax.set_yticks(range(len(mat.index)), mat.index if first_column else [], fontsize=7)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("tested on", fontsize=7)
     for ax in axes[count:]:
