@@ -385,8 +385,10 @@ def matrix_figure(mats: dict[str, pd.DataFrame]) -> Figure:
         for (i, j), value in np.ndenumerate(100 * mat.to_numpy()):
             ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "k")
         ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=35, ha="right", fontsize=7)
-        first_column = list(mats).index(label) % columns == 0
-        ax.set_yticks(range(len(mat.index)), mat.index if first_column else [], fontsize=7)
+        position = list(mats).index(label)
+        left = list(mats.values())[position - 1] if position % columns else None
+        same_rows = left is not None and list(left.index) == list(mat.index)  # labelled by its left neighbour
+        ax.set_yticks(range(len(mat.index)), [] if same_rows else mat.index, fontsize=7)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("tested on", fontsize=7)
     for ax in axes[count:]:
