@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -375,10 +376,12 @@ def forgetting_figure(runs: SweepRuns, table: pd.DataFrame) -> Figure:
 def matrix_figure(mats: dict[str, pd.DataFrame]) -> Figure:
     """One heatmap of the mean accuracy matrix per strategy (and order)."""
     count = len(mats)
-    columns = min(count, 3)
-    rows = -(-count // columns)
     size = max(len(m) for m in mats.values())
-    figure = Figure(figsize=(columns * (1.6 + 0.75 * size), rows * (1.3 + 0.6 * size)))
+    label_width = max(len(str(name)) for m in mats.values() for name in m.index)
+    columns = min(count, 3 if label_width < 12 else 2)
+    rows = -(-count // columns)
+    width = 1.2 + 0.08 * label_width + 0.75 * size
+    figure = Figure(figsize=(columns * width + 1, rows * (1.6 + 0.08 * label_width + 0.6 * size)), layout="constrained")
     axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     for ax, (label, mat) in zip(axes, mats.items(), strict=False):
         image = ax.imshow(100 * mat.to_numpy(), vmin=0, vmax=100, cmap="viridis")
@@ -389,7 +392,7 @@ def matrix_figure(mats: dict[str, pd.DataFrame]) -> Figure:
         left = list(mats.values())[position - 1] if position % columns else None
         same_rows = left is not None and list(left.index) == list(mat.index)  # labelled by its left neighbour
         ax.set_yticks(range(len(mat.index)), [] if same_rows else mat.index, fontsize=7)
-        ax.set_title(label, fontsize=9)
+        ax.set_title(textwrap.fill(label.replace(",", ", "), 48), fontsize=8)
         ax.set_xlabel("tested on", fontsize=7)
     for ax in axes[count:]:
         ax.axis("off")
@@ -419,9 +422,19 @@ def per_type_figure(table: pd.DataFrame, test: str) -> Figure:
 
 
 def _pm(table: pd.DataFrame, name: str, scale: float = 100.0) -> pd.Series:
-    """`mean ± std` strings (std 0 where a group has one seed)."""
+    """`mean ± std` strings (std 0 where a group has one seed; – where it has no value)."""
     mean, std = scale * table[f"{name}_mean"], scale * table[f"{name}_std"].fillna(0)
-    return mean.map("{:.1f}".format) + " ± " + std.map("{:.1f}".format)
+    text = mean.map("{:.1f}".format) + " ± " + std.map("{:.1f}".format)
+    return text.where(mean.notna(), "–")
+
+
+def _markdown(table: pd.DataFrame, order: list[str]) -> str:
+    """A table in strategy order, its (strategy, setting) rows labelled `strategy · setting`."""
+    rank = {strategy: i for i, strategy in enumerate(order)}
+    table = table.iloc[np.argsort([rank.get(_first(k), len(rank)) for k in table.index], kind="stable")]
+    if isinstance(table.index, pd.MultiIndex):
+        table = table.set_axis([" · ".join(map(str, k)) for k in table.index])
+    return table.to_markdown()
 
 
 @dataclass
@@ -552,8 +565,7 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
     headline["forgetting (pts)"] = _pm(report.final, "average forgetting")
     headline["BWT (pts)"] = _pm(report.final, "bwt")
     order = strategy_order(cells)
-    headline = headline.iloc[np.argsort([order.index(_first(k)) for k in headline.index], kind="stable")]
-    lines += [f"## After the last experience{largest}, mean ± std across seeds", "", headline.to_markdown(), ""]
+    lines += [f"## After the last experience{largest}, mean ± std across seeds", "", _markdown(headline, order), ""]
     if report.accuracy is not None:
         lines += [
             f"## {last} accuracy (%) against the fraction of its data used (the paper's Figure 9)",
@@ -573,7 +585,7 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
     else:
         per_test = pd.DataFrame({t: _pm(report.forgetting, t) for t in runs.forgettable})
         per_test["mean"] = _pm(report.forgetting, "average")
-        lines += [per_test.to_markdown(), ""]
+        lines += [_markdown(per_test, order), ""]
     lines += ["## Accuracy matrices (%)", "", "![accuracy matrix](accuracy_matrix.png)", ""]
     for label, mat in report.matrices.items():
         lines += [f"**{label}**", "", (100 * mat).round(1).to_markdown(), ""]
@@ -585,6 +597,7 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
                 "seeds": report.orders["n"],
             }
         )
+        table = table.set_axis([" · ".join(map(str, k)) for k in table.index])
         lines += ["## Order sensitivity", "", table.to_markdown(), ""]
     if not report.per_type.empty:
         lines += [
