@@ -209,6 +209,11 @@ def run(
     experiment = experiment or scenario.name
     RNGManager.set_random_seeds(config.seed)
     bench = build_benchmark(config, scenario, progress)
+    if bench.experience_names != names:  # a user's scenario whose build disagrees with what it announced
+        raise ConfigError(
+            f"scenario {scenario.name!r} announced experiences {names} but built {bench.experience_names}",
+            "return the same names from experience_names() as the Parts given to assemble()",
+        )
     tracking.prepare_store(uri)  # after the data is known good: bad input leaves no store behind
     tracking.end_orphaned_runs(experiment)
     RNGManager.set_random_seeds(config.seed)

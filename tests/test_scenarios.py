@@ -283,3 +283,14 @@ def test_a_sweep_over_two_orders_shares_experience0_by_first_type_and_reports_or
     assert table.loc[("count,exist", "naive"), "average accuracy_mean"] == pytest.approx(
         run_.data.metrics[metric_names.AVERAGE_ACCURACY]
     )
+
+
+def test_a_scenario_whose_build_disagrees_with_its_names_is_refused(tiny: RunConfig, tracking_store, tmp_path):
+    from clbench.errors import ConfigError
+
+    path = tmp_path / "halves.py"
+    liar = "\n\nclass Liar(Halves):\n    def build(self, context):\n        bench = super().build(context)\n"
+    liar += "        bench.experience_names = ('x', 'y')\n        return bench\n"
+    path.write_text(HALVES + liar)
+    with pytest.raises(ConfigError, match="announced experiences"):
+        run(tiny, instantiate(resolve("naive"), {}), load(f"{path}:Liar"), tracking_uri=tracking_store, progress=False)
