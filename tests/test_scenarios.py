@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -217,7 +216,7 @@ def test_a_five_experience_run_killed_in_experience_three_resumes_to_the_same_en
     def args(store: str) -> list[str]:
         return [
             "run", "--scenario", "question-types", "--strategy", f"{plugin}:InterruptedEWC", "--preset", "tiny",
-            "--data", str(tiny_root), "--epochs", "2", "--tracking-uri", store, "--experiment", "five",
+            "--data", str(tiny_root), "--epochs", "1,1,1,2,1", "--tracking-uri", store, "--experiment", "five",
             "--no-progress",
         ]  # fmt: skip
 
@@ -244,14 +243,6 @@ def test_a_five_experience_run_killed_in_experience_three_resumes_to_the_same_en
     assert len(results["reference"][0]) >= 25 and results["killed"][0] == results["reference"][0]
     reference, got = results["reference"][1], results["killed"][1]
     assert all(torch.equal(reference[k], got[k]) for k in reference)
-
-
-def test_a_runs_scenario_and_its_parameters_are_mlflow_params(tiny: RunConfig, tracking_store: str):
-    scenario = load("question-types", {"order": "count,exist"})
-    strategy = instantiate(resolve("naive"), {})
-    result = run(tiny, strategy, scenario, tracking_uri=tracking_store, progress=False, out=io.StringIO())
-    params = MlflowClient(tracking_store).get_run(result.run_id).data.params
-    assert params["scenario.order"] == "count,exist" and params["scenario.experiences"] == "count,exist"
 
 
 def test_a_sweep_over_two_orders_shares_experience0_by_first_type_and_reports_order_sensitivity(
