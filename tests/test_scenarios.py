@@ -208,6 +208,7 @@ class InterruptedEWC(EWC):
 """
 
 
+@pytest.mark.slow  # 50 s: three runs in subprocesses; the default suite's 2-experience twin is in test_resume.py
 def test_a_five_experience_run_killed_in_experience_three_resumes_to_the_same_end(tiny_root: Path, tmp_path: Path):
     plugin = tmp_path / "interrupted.py"
     plugin.write_text(INTERRUPTED_AT_THREE)
