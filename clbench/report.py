@@ -40,6 +40,11 @@ class SweepRuns:
     axes: list[str] = field(default_factory=list)  # the grid's axes besides strategy and seed
 
     @property
+    def experiences(self) -> list[str]:
+        """The first cell's experience names, in its order."""
+        return self.cells["experiences"].iloc[0].split(",")
+
+    @property
     def tests(self) -> list[str]:
         return self.cells["tests"].iloc[0].split(",")
 
@@ -184,7 +189,7 @@ def final_table(runs: SweepRuns) -> pd.DataFrame:
 def accuracy_table(runs: SweepRuns) -> pd.DataFrame:
     """Per strategy and fraction: accuracy on the first and last test sets, after the last experience and before."""
     first, last = runs.first, runs.last
-    names = runs.cells["experiences"].iloc[0].split(",")
+    names = runs.experiences
     return _mean_std(
         runs.cells,
         ["strategy", *runs.settings, FRACTION],
@@ -232,7 +237,7 @@ def order_table(runs: SweepRuns) -> pd.DataFrame:
 def per_type_table(runs: SweepRuns) -> pd.DataFrame:
     """Accuracy per question type on the first test set: after experience 0, then each strategy at the end."""
     cells = runs.cells
-    names = cells["experiences"].iloc[0].split(",")
+    names = runs.experiences
     first, final = names[0], names[-1]
     types = [t for t in QUESTION_TYPES if metric_names.type_accuracy(first, runs.first, t) in cells.columns]
     if not types:
@@ -248,7 +253,7 @@ def per_type_table(runs: SweepRuns) -> pd.DataFrame:
 def film_table(runs: SweepRuns) -> pd.DataFrame:
     """Gamma/beta statistics over all blocks on the first test set: after experience 0, then after the last."""
     cells = runs.cells
-    names = cells["experiences"].iloc[0].split(",")
+    names = runs.experiences
     stats = ["gamma_negative_share", "gamma_near_zero_share", "gamma_mean", "gamma_std", "beta_mean", "beta_std"]
     if metric_names.film(names[0], runs.first, "all", stats[0]) not in cells:
         return pd.DataFrame()
@@ -527,7 +532,7 @@ def _by_fraction(table: pd.DataFrame, name: str, order: list[str]) -> pd.DataFra
 def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> str:
     cells = runs.cells
     first, last, tests = runs.first, runs.last, runs.tests
-    names = cells["experiences"].iloc[0].split(",")
+    names = runs.experiences
     seeds = sorted(cells["seed"].unique())
     grid = " × ".join(f"{cells[a].nunique()} values of {a.removeprefix('scenario.')}" for a in runs.axes)
     lines = [
