@@ -4,9 +4,11 @@ A scenario decides which questions make each training experience and each test s
 encodes them, caches their images (or draws their scene maps), and builds the Avalanche benchmark together with
 what the model, metrics and reports need to know about it (`Benchmark`).
 
-Every sample carries its question type (a data attribute returned in the minibatch, for per-type metrics),
+Every sample carries its question type (inside its `FiLMInput`, for per-type metrics),
 the largest token index its question uses (so the model's embedding can grow to fit each experience), and a
-task label (0: one head, the setting is domain-incremental).
+task label (0: one head, the setting is domain-incremental). Datasets and experiences are task-aware the way
+Avalanche's own benchmarks are (`task_set`, `targets_task_labels`, `experience.task_labels`), so task-aware
+plugins such as LwF run unchanged.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 from avalanche.benchmarks.utils import DataAttribute
-from avalanche.benchmarks.utils.classification_dataset import ClassificationDataset
+from avalanche.benchmarks.utils.classification_dataset import TaskAwareSupervisedClassificationDataset
 from torch.utils.data import Dataset
 
 from clbench.data.cache import ImageCache, build_image_cache
@@ -64,16 +67,24 @@ class QuestionAnswerDataset(Dataset):
     """Questions over a memory-mapped image cache (or scene maps); items are `(FiLMInput, answer_index)`."""
 
     def __init__(
-        self, images: ImageCache | SceneMaps, rows: np.ndarray, questions: np.ndarray, lengths: np.ndarray, answers
+        self,
+        images: ImageCache | SceneMaps,
+        rows: np.ndarray,
+        questions: np.ndarray,
+        lengths: np.ndarray,
+        answers: np.ndarray,
+        types: np.ndarray | None = None,
     ) -> None:
         self.images, self.rows, self.questions, self.lengths, self.answers = images, rows, questions, lengths, answers
+        self.types = types if types is not None else np.zeros(len(rows), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[FiLMInput, int]:
         image = torch.from_numpy(np.array(self.images.array[self.rows[i]])).permute(2, 0, 1)
-        inputs = FiLMInput(image, torch.from_numpy(self.questions[i]), torch.tensor(int(self.lengths[i])))
+        question, length, kind = torch.from_numpy(self.questions[i]), torch.tensor(int(self.lengths[i])), self.types[i]
+        inputs = FiLMInput(image, question, length, torch.tensor(int(kind)))
         return inputs, int(self.answers[i])
 
 
@@ -155,15 +166,15 @@ def _dataset(split: _Encoded, caches: dict[str, ImageCache | SceneMaps], width: 
     images = caches[image_split]
     rows = np.array([images.index[r.image_filename] for r in split.records], dtype=np.int64)
     questions, lengths = _pad(split.tokens, width)
-    return QuestionAnswerDataset(images, rows, questions, lengths, split.answers)
+    return QuestionAnswerDataset(images, rows, questions, lengths, split.answers, split.types)
 
 
-def _to_avalanche(split: _Encoded, base: QuestionAnswerDataset) -> ClassificationDataset:
-    return ClassificationDataset(
+def _to_avalanche(split: _Encoded, base: QuestionAnswerDataset) -> TaskAwareSupervisedClassificationDataset:
+    return TaskAwareSupervisedClassificationDataset(
         [base],
         data_attributes=[
             DataAttribute(split.answers.tolist(), "targets"),
-            DataAttribute(split.types.tolist(), "question_type", use_in_getitem=True),
+            DataAttribute(split.types.tolist(), "question_type"),
             DataAttribute(base.questions.max(axis=1).tolist(), "question_max_token"),
             DataAttribute([0] * len(split.records), "targets_task_labels", use_in_getitem=True),
         ],
@@ -211,9 +222,11 @@ def assemble(
         caches = {split: build_image_cache(clevr_dir, split, size, progress=context.progress) for split in image_splits}
     train_sets = [_dataset(s, caches, width) for s in train_enc]
     test_sets = [_dataset(s, caches, width) for s in test_enc]
-    benchmark = benchmark_from_datasets(
-        train=[_to_avalanche(s, d) for s, d in zip(train_enc, train_sets, strict=True)],
-        test=[_to_avalanche(s, d) for s, d in zip(test_enc, test_sets, strict=True)],
+    benchmark = with_task_labels(  # task label 0 everywhere, exposed as Avalanche's own benchmarks do
+        benchmark_from_datasets(
+            train=[_to_avalanche(s, d) for s, d in zip(train_enc, train_sets, strict=True)],
+            test=[_to_avalanche(s, d) for s, d in zip(test_enc, test_sets, strict=True)],
+        )
     )
     largest = max((p.vocab for p in (*train, *test)), key=len)
     return Benchmark(

@@ -2,9 +2,10 @@
 
 The experience-0 cache: experience 0 is trained once per (scenario, data, model, its training, seed) and
 reused. What is kept is exactly the state at the end of experience 0's last epoch, *before* any
-end-of-experience hook ran: model, optimiser and RNG states. A run that starts from it replays experience 0
+end-of-experience work ran: model, optimiser and RNG states. A run that starts from it replays experience 0
 with zero epochs, so every strategy's own Avalanche hooks (EWC importances, replay buffer) run on the same
-model and RNG state as in a run that trained it, and give the same result.
+model and RNG state as in a run that trained it, and give the same result, for the strategies whose state
+allows it (`clbench.strategy.STATE_KINDS`).
 
 Run checkpoints (`runs/<mlflow run id>.pt`) are written after every epoch and experience. Everything is saved
 as tensors and plain values, and loaded with `torch.load(..., weights_only=True)`; writes are atomic.
@@ -45,10 +46,17 @@ def scenario_identity(scenario: Any) -> dict[str, Any]:
     return {"name": scenario.name, **scenario.experience0_identity()}
 
 
-def experience0_key(config: RunConfig, data_fingerprint: str, scenario: dict[str, Any] | None = None) -> str:
+def experience0_key(
+    config: RunConfig,
+    data_fingerprint: str,
+    scenario: dict[str, Any] | None = None,
+    strategy: dict[str, Any] | None = None,
+) -> str:
     """Everything that decides the model at the end of experience 0, and nothing else.
 
-    `scenario` is `scenario_identity(...)`; a sweep groups its cells by this key without the data fingerprint.
+    `scenario` is `scenario_identity(...)`, `strategy` the strategy's `experience0_identity()` (empty for the
+    many that train experience 0 as naive fine-tuning does); a sweep groups its cells by this key without the
+    data fingerprint.
     """
     train = config.train
     inputs = {
@@ -67,6 +75,8 @@ def experience0_key(config: RunConfig, data_fingerprint: str, scenario: dict[str
         },
         "seed": config.seed,
     }
+    if strategy:  # only when set: the keys of strategies that train experience 0 plainly stay as they were
+        inputs["strategy"] = strategy
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -187,9 +197,13 @@ class RunCheckpoint:
     """Where a run stands: enough to continue it in the same MLflow run after any interruption.
 
     Strategy state (EWC importances, the replay buffer) is not pickled: Avalanche plugins hold datasets and
-    closures that `weights_only=True` cannot load. It is rebuilt exactly instead: every finished experience
-    is replayed from its `boundaries` state with zero epochs, so each plugin's own end-of-experience hooks
-    run again on the same model and RNG state, as the experience-0 cache does.
+    closures that `weights_only=True` cannot load. It is rebuilt exactly instead, as the strategy's `state`
+    kind allows (`clbench.strategy.STATE_KINDS`). Every finished experience is replayed from its `boundaries`
+    state with zero epochs, so each plugin's own end-of-experience hooks run again on the same model and RNG
+    state, as the experience-0 cache does; the interrupted experience continues from `current`, or starts
+    again (`at_experience_start`). A strategy whose state grows during training starts again from its first
+    experience (`restarted`): a seeded run retrains to the same state, and what it had logged (`logged`
+    experiences) is not logged twice.
     """
 
     run_id: str
@@ -198,6 +212,15 @@ class RunCheckpoint:
     experience: int = 0  # the experience in progress
     epochs_done: int = 0  # its finished epochs
     current: TrainingState | None = None  # the state after those epochs
+    logged: int = 0  # experiences whose training and evaluation metrics are in the MLflow run
+
+    def at_experience_start(self) -> RunCheckpoint:
+        """The same run without its mid-experience state: the interrupted experience starts again."""
+        return RunCheckpoint(self.run_id, self.meta, self.boundaries, self.experience, logged=self.logged)
+
+    def restarted(self) -> RunCheckpoint:
+        """The same run from its start, remembering what it has logged."""
+        return RunCheckpoint(self.run_id, self.meta, logged=max(self.logged, len(self.boundaries)))
 
     def to_blob(self) -> dict[str, Any]:
         return {
@@ -208,6 +231,7 @@ class RunCheckpoint:
             "experience": self.experience,
             "epochs_done": self.epochs_done,
             "current": self.current.to_blob() if self.current is not None else None,
+            "logged": self.logged,
         }
 
     @classmethod
@@ -220,6 +244,7 @@ class RunCheckpoint:
             experience=blob["experience"],
             epochs_done=blob["epochs_done"],
             current=TrainingState.from_blob(current) if current is not None else None,
+            logged=blob.get("logged", blob["experience"]),  # older checkpoints: every finished experience
         )
 
 
@@ -256,9 +281,12 @@ def delete_run(run_id: str) -> None:
 class Checkpointer(SupervisedPlugin):
     """Writes the run checkpoint after every epoch and experience, and restores saved states on request.
 
-    Must come first in the plugin list (Avalanche calls plugins in list order): the state of an experience's
-    end is taken before any strategy's end-of-experience hook changes anything, and a restored state is in
-    place (after the model has grown and the optimiser was rebuilt for the experience) before theirs run.
+    The state of an experience's end is taken in `experience_ending`, which the template calls before its own
+    end-of-experience work and before any plugin's `after_training_exp` (`clbench.training.LoopAdditions`).
+    A restored state is put in place as late as the original run had it: a mid-experience state when the
+    first remaining epoch starts (after every plugin's start-of-experience hooks, which may reset the model
+    as GDumb does), an experience's end when that end comes. Must come first in the plugin list (Avalanche
+    calls plugins in list order), so that an epoch's state is taken before other plugins act on it.
     """
 
     def __init__(self, checkpoint: RunCheckpoint, experience0_key: str | None = None) -> None:
@@ -270,16 +298,21 @@ class Checkpointer(SupervisedPlugin):
         self._trained = 0
 
     def restore_at_start(self, state: TrainingState, epochs_done: int = 0) -> None:
-        """Load `state` when the next training experience starts, counting `epochs_done` as finished."""
+        """Load `state` in the next training experience, counting `epochs_done` of its epochs as finished."""
         self._pending, self._epochs = state, epochs_done
 
-    def before_training_exp(self, strategy, **kwargs) -> None:
+    def _restore_pending(self, strategy) -> None:
         if self._pending is not None:
             self._pending.restore(strategy)
             self._pending = None
-        else:
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        if self._pending is None:
             self._epochs = 0
         self._trained = 0
+
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        self._restore_pending(strategy)
 
     def after_training_epoch(self, strategy, **kwargs) -> None:
         self._epochs += 1
@@ -289,14 +322,18 @@ class Checkpointer(SupervisedPlugin):
         self.checkpoint.current = TrainingState.capture(strategy)
         save_run(self.checkpoint)
 
+    def experience_ending(self, strategy) -> None:
+        self._restore_pending(strategy)  # a replayed experience: no epoch ran, its end is the saved one
+        i = strategy.experience.current_experience
+        self.checkpoint.boundaries = [*self.checkpoint.boundaries[:i], TrainingState.capture(strategy)]
+
     def after_training_exp(self, strategy, **kwargs) -> None:
         i = strategy.experience.current_experience
-        state = TrainingState.capture(strategy)
-        self.checkpoint.boundaries = [*self.checkpoint.boundaries[:i], state]
         if i == 0 and self._trained and self.experience0_key is not None:
-            save(self.experience0_key, state)
+            save(self.experience0_key, self.checkpoint.boundaries[0])
 
     def experience_done(self, i: int) -> None:
         """Called once experience `i` is trained and evaluated."""
         self.checkpoint.experience, self.checkpoint.epochs_done, self.checkpoint.current = i + 1, 0, None
+        self.checkpoint.logged = max(self.checkpoint.logged, i + 1)
         save_run(self.checkpoint)

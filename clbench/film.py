@@ -17,7 +17,10 @@ from torch import Tensor, nn
 
 from clbench.data.inputs import FiLMInput
 from clbench.data.scene_maps import CHANNELS as SCENE_CHANNELS
+from clbench.data.vocab import SPECIALS, UNK
 from clbench.errors import ConfigError
+
+UNK_INDEX = SPECIALS.index(UNK)
 
 # ImageNet statistics: the raw-pixel stem learns its own scale, but both stems see the same normalised input.
 _MEAN = (0.485, 0.456, 0.406)
@@ -89,7 +92,9 @@ class GrowingEmbedding(DynamicModule):
         return torch.Generator().manual_seed(num_embeddings)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return self.embedding(tokens)
+        # Words newer than this embedding read as <UNK>: what they are to a model that never saw them. Only a
+        # copy kept from an earlier experience (LwF's teacher, an old model in a buffer method) meets them.
+        return self.embedding(tokens.where(tokens < self.embedding.num_embeddings, UNK_INDEX))
 
 
 class FiLMGenerator(nn.Module):

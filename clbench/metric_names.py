@@ -11,6 +11,16 @@ AVERAGE_FORGETTING = "average_forgetting"  # mean forgetting over the test sets 
 AVERAGE_ACCURACY = "average_accuracy"  # mean accuracy over every test set at the end
 WALL_TIME = "wall_time_s"
 
+# What the run cost (clbench.cost): training time only (no data building or evaluation), the process's peak
+# RSS, CUDA's peak allocation where the run used a GPU, and what the strategy keeps beyond the model.
+TRAIN_TIME = "cost/train_time_s"
+PEAK_RSS = "cost/peak_rss_bytes"
+CUDA_PEAK = "cost/cuda_max_allocated_bytes"
+HELD_QUESTIONS = "cost/strategy_questions"
+HELD_QUESTION_BYTES = "cost/strategy_question_bytes"
+HELD_STATE_BYTES = "cost/strategy_state_bytes"
+HELD_BYTES = "cost/strategy_bytes"
+
 
 def accuracy(after: str, test: str) -> str:
     """Accuracy on test set `test` after training on experience `after`: one cell of the accuracy matrix."""

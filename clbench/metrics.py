@@ -27,7 +27,7 @@ def type_metric_name(stream: str, experience: int, type_name: str) -> str:
 class QuestionTypeAccuracy(PluginMetric[dict[str, float]]):
     """Accuracy per question type on each evaluated experience.
 
-    Reads the type from the minibatch (the scenario returns it as `mbatch[2]`, a data attribute).
+    Reads each question's type from the minibatch's input (`FiLMInput.question_types`).
     """
 
     def __init__(self, type_names: Sequence[str]) -> None:
@@ -50,7 +50,7 @@ class QuestionTypeAccuracy(PluginMetric[dict[str, float]]):
         self.reset()
 
     def after_eval_iteration(self, strategy) -> None:
-        types = strategy.mbatch[2].long().cpu()
+        types = strategy.mb_x.question_types.long().cpu()
         correct = (strategy.mb_output.argmax(dim=1) == strategy.mb_y).long().cpu()
         n = len(self.type_names)
         self._total += torch.bincount(types, minlength=n)

@@ -28,7 +28,7 @@ from avalanche.evaluation.metrics import (
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
-from clbench import checkpoints, metric_names, plots, tracking
+from clbench import checkpoints, cost, metric_names, plots, tracking
 from clbench.benchmark import Benchmark, BuildContext
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
@@ -39,14 +39,15 @@ from clbench.scenario import PREFIX as SCENARIO_PREFIX
 from clbench.scenario import Scenario
 from clbench.scenario import experience_names as checked_names
 from clbench.scenario import load as load_scenario
-from clbench.strategy import Strategy
-from clbench.training import FiLMTemplate, ProgressBar, amp_dtype
+from clbench.strategy import Strategy, describe_shortcut, shortcut
+from clbench.training import FiLMTemplate, ProgressBar, amp_dtype, template_class
 
 TEST_STREAM = "test_stream"
 
 
 def accuracy_key(experience: int) -> str:
-    return f"Top1_Acc_Exp/eval_phase/{TEST_STREAM}/Exp{experience:03d}"
+    """Avalanche's name for it; its experiences carry task labels (always 0), so the name holds the task."""
+    return f"Top1_Acc_Exp/eval_phase/{TEST_STREAM}/Task000/Exp{experience:03d}"
 
 
 @dataclass
@@ -63,6 +64,7 @@ class RunResult:
     film: pd.DataFrame = field(default_factory=pd.DataFrame)  # gamma/beta statistics per (after, test, block)
     film_drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # first to last experience, per (test, block)
     film_histograms: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cost: dict[str, float] = field(default_factory=dict)  # see clbench.cost; names in metric_names.COST
 
     @property
     def forgetting(self) -> dict[str, float]:
@@ -121,8 +123,22 @@ class RunResult:
             drift = self.film_drift.xs("all", level="block")
             lines += ["", "FiLM drift from the end of the first experience to the last, all blocks:"]
             lines.append(drift.round(3).to_string())
+        if self.cost:
+            lines.append("\n" + _describe_cost(self.cost))
         lines.append(f"\nWall time: {self.wall_time_s:.1f} s    MLflow run: {self.run_id}")
         return "\n".join(lines)
+
+
+def _describe_cost(values: dict[str, float]) -> str:
+    mb = 2**20
+    line = f"Cost: training {values[metric_names.TRAIN_TIME]:.1f} s"
+    line += f", peak RSS {values[metric_names.PEAK_RSS] / mb:,.0f} MB"
+    if metric_names.CUDA_PEAK in values:
+        line += f", CUDA peak {values[metric_names.CUDA_PEAK] / mb:,.0f} MB"
+    questions, stored = int(values[metric_names.HELD_QUESTIONS]), values[metric_names.HELD_QUESTION_BYTES]
+    state = values[metric_names.HELD_STATE_BYTES]
+    holds = f"{questions:,} questions ({stored / mb:,.1f} MB) and {state / mb:,.1f} MB of state"
+    return f"{line}; the strategy holds {holds}"
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -218,8 +234,12 @@ def run(
     tracking.end_orphaned_runs(experiment)
     RNGManager.set_random_seeds(config.seed)
     model = build_model(config, bench, device)
-    key = checkpoints.experience0_key(config, bench.fingerprint, checkpoints.scenario_identity(scenario))
-    reuse = config.train.reuse_experience0
+    key = checkpoints.experience0_key(
+        config, bench.fingerprint, checkpoints.scenario_identity(scenario), strategy.experience0_identity()
+    )
+    path = shortcut(strategy)
+    reuse = config.train.reuse_experience0 and path != "retrain" and not strategy.offline()
+    print(f"{describe_shortcut(strategy)}.", file=sys.stderr)
 
     with (
         tracking.mlflow_run(experiment, run_name or strategy.name, resume.run_id if resume else run_id) as run_id,
@@ -233,9 +253,10 @@ def run(
             meta = {"experiment": experiment, "run_name": run_name or strategy.name, "tracking_uri": uri}
             meta |= _what_to_resume(config, strategy, scenario, strategy_spec, scenario_spec)
             checkpoint = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
-            _log_params(run_id, config, strategy, scenario, bench, model, device, key, cached is not None)
+            cache_key = key if reuse else ""
+            _log_params(run_id, config, strategy, scenario, bench, model, device, cache_key, cached is not None)
         else:
-            checkpoint = resume
+            checkpoint = {"replay": resume, "replay-ends": resume.at_experience_start()}.get(path, resume.restarted())
             print(f"resuming run {run_id} at {_position(resume, names)}", file=sys.stderr)
         experience0_trained = not checkpoint.boundaries and config.train.epochs_of(0) > 0
         checkpointer = checkpoints.Checkpointer(checkpoint, key if reuse else None)
@@ -243,18 +264,27 @@ def run(
         logger = tracking.MLflowLogger(run_id)
         template = _template(config, model, bench, strategy, checkpointer, logger, film_stats, device, progress)
 
-        # -- train and evaluate each experience
+        # -- train and evaluate each experience (an offline strategy: once, on all of them)
         measured: list[_Measured] = []
+        rows = names[-1:] if strategy.offline() else names
+        stream = [list(bench.train_stream)] if strategy.offline() else list(bench.train_stream)
+        train_seconds = 0.0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         with _saying_how_to_resume(run_id, logger):
-            for i, experience in enumerate(bench.train_stream):
-                _train(template, checkpointer, checkpoint, config, i, experience, names[i], resumed=resume is not None)
-                experience0_lock.close()
-                measured.append(_evaluate(template, bench, film_stats, names[i], _loader_args(config)))
+            for i, experience in enumerate(stream):
+                with logger.muted(i < checkpoint.logged):  # a resumed run's finished experiences: logged already
+                    begun = time.perf_counter()
+                    _train(template, checkpointer, checkpoint, config, i, experience, rows[i], resume is not None)
+                    train_seconds += time.perf_counter() - begun
+                    experience0_lock.close()
+                    measured.append(_evaluate(template, bench, film_stats, rows[i], _loader_args(config)))
                 checkpointer.experience_done(i)
 
         # -- results
-        result = _result(run_id, bench, measured, time.perf_counter() - started, experience0_trained)
-        _log_result(run_id, result, config, strategy, scenario, model, logger)
+        spent = _cost(template, [checkpointer, logger, film_stats], train_seconds, device)
+        result = _result(run_id, bench, rows, measured, time.perf_counter() - started, experience0_trained, spent)
+        _log_result(run_id, result, config, strategy, scenario, template.model, logger)  # GDumb replaces the model
         checkpoints.delete_run(run_id)  # finished: the final model is an MLflow artifact now
     print(result.summary(), file=out or sys.stdout)
     return result
@@ -307,6 +337,7 @@ def _log_params(
     params |= {f"data.size.{k}": v for k, v in bench.sizes.items()}
     params |= {"model.parameters": count_parameters(model)} | tracking.versions()
     params |= {"experience0.key": key, "experience0.cached": cached}
+    params |= {"strategy.state": strategy.state or "unsaid", "strategy.shortcut": shortcut(strategy)}
     tracking.log_params(run_id, params)
 
 
@@ -336,7 +367,7 @@ def _template(
         loggers=[logger],
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
-    return FiLMTemplate(
+    return template_class(strategy.template)(
         model=model,
         optimizer=optimizer,
         criterion=torch.nn.CrossEntropyLoss(),
@@ -352,6 +383,7 @@ def _template(
         evaluator=evaluator,
         eval_every=-1,
         amp=amp_dtype(config.train.amp, device),
+        **strategy.template_args(),
     )
 
 
@@ -365,7 +397,10 @@ def _train(
     name: str,
     resumed: bool,
 ) -> None:
-    """Experience i: trained in full, continued from a mid-experience checkpoint, or replayed from its end."""
+    """Experience i: trained in full, continued from a mid-experience checkpoint, or replayed from its end.
+
+    A strategy of the `training` kind is never replayed: its resumed checkpoint was `restarted()`.
+    """
     template.train_epochs = config.train.epochs_of(i)
     for group in template.optimizer.param_groups:
         group["lr"] = config.train.lr_of(i)
@@ -398,10 +433,31 @@ def _evaluate(
     return _Measured(accuracy, film_stats.result(), per_type)
 
 
+def _cost(template: FiLMTemplate, run_owned: list[Any], train_seconds: float, device: torch.device) -> dict[str, float]:
+    held = cost.held_by(template, run_owned)
+    values = {
+        metric_names.TRAIN_TIME: train_seconds,
+        metric_names.PEAK_RSS: cost.peak_rss_bytes(),
+        metric_names.HELD_QUESTIONS: held.questions,
+        metric_names.HELD_QUESTION_BYTES: held.question_bytes,
+        metric_names.HELD_STATE_BYTES: held.state_bytes,
+        metric_names.HELD_BYTES: held.total_bytes,
+    }
+    if (peak := cost.cuda_peak_bytes(device)) is not None:
+        values[metric_names.CUDA_PEAK] = peak
+    return {k: float(v) for k, v in values.items()}
+
+
 def _result(
-    run_id: str, bench: Benchmark, measured: list[_Measured], wall_time_s: float, experience0_trained: bool
+    run_id: str,
+    bench: Benchmark,
+    rows: tuple[str, ...],
+    measured: list[_Measured],
+    wall_time_s: float,
+    experience0_trained: bool,
+    spent: dict[str, float],
 ) -> RunResult:
-    names, tests = list(bench.experience_names), list(bench.test_names)
+    names, tests = list(rows), list(bench.test_names)
     accuracy = pd.DataFrame(
         [m.accuracy for m in measured], index=pd.Index(names, name="after"), columns=pd.Index(tests, name="test")
     )
@@ -416,6 +472,7 @@ def _result(
         wall_time_s=wall_time_s,
         sizes=bench.sizes,
         experience0_trained=experience0_trained,
+        cost=spent,
         **_film_tables([m.film for m in measured], names, tests),
     )
 
@@ -467,6 +524,7 @@ def summary_metrics(result: RunResult) -> dict[str, float]:
         metrics |= {metric_names.film_drift(test, block, stat): value for stat, value in row.items()}
     metrics |= {metric_names.majority_baseline(test): v for test, v in result.majority_baseline.items()}
     metrics[metric_names.WALL_TIME] = result.wall_time_s
+    metrics |= result.cost
     return {name: float(value) for name, value in metrics.items()}
 
 

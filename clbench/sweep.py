@@ -37,7 +37,7 @@ from clbench.scenario import PREFIX as SCENARIO_PREFIX
 from clbench.scenario import Scenario
 from clbench.scenario import experience_names as checked_names
 from clbench.scenario import load as load_scenario
-from clbench.strategy import Strategy, instantiate, resolve
+from clbench.strategy import Strategy, instantiate, resolve, shortcut
 from clbench.tracking import CELL_TAG, COMMAND_TAG, ERROR_TAG, KIND_TAG, PARENT_TAG, SWEEP_TAG
 
 CONFIG_SECTIONS = ("data.", "model.", "train.")
@@ -107,9 +107,17 @@ class SweepSpec:
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def experience0_group(config: RunConfig, scenario: Scenario) -> str:
-    """Cells with the same group share experience 0: its cache key, with the data settings for the fingerprint."""
-    return checkpoints.experience0_key(config, json.dumps(asdict(config.data)), checkpoints.scenario_identity(scenario))
+def experience0_group(config: RunConfig, scenario: Scenario, strategy: Strategy) -> str:
+    """Cells with the same group share experience 0: its cache key, with the data settings for the fingerprint.
+
+    A strategy that cannot start from the cache (`shortcut` is `retrain`, or it trains offline) is a group of
+    its own: it never waits for another cell.
+    """
+    data, identity = json.dumps(asdict(config.data)), checkpoints.scenario_identity(scenario)
+    key = checkpoints.experience0_key(config, data, identity, strategy.experience0_identity())
+    if shortcut(strategy) == "retrain" or strategy.offline() or not config.train.reuse_experience0:
+        return f"{key}/{strategy.name}/{json.dumps(strategy.params(), sort_keys=True, default=str)}"
+    return key
 
 
 @dataclass
@@ -185,7 +193,13 @@ def sweep(
     status = "FAILED"
     try:
         with (
-            ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=init_worker, initargs=(threads,))
+            ProcessPoolExecutor(
+                jobs,
+                mp_context=get_context("spawn"),
+                initializer=init_worker,
+                initargs=(threads,),
+                max_tasks_per_child=1,  # a process per cell: its peak RSS is its own
+            )
             if pending
             else contextlib.nullcontext() as pool,
             tqdm(
@@ -238,8 +252,8 @@ def _check_cells(spec: SweepSpec) -> dict[Cell, str]:
     """Fail before starting anything if any cell's strategy, scenario or config is wrong; its experience-0 group."""
     groups = {}
     for cell in spec.cells():
-        config, _, scenario = spec.materialize(cell)
-        groups[cell] = experience0_group(config, scenario)
+        config, strategy, scenario = spec.materialize(cell)
+        groups[cell] = experience0_group(config, scenario, strategy)
     return groups
 
 

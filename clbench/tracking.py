@@ -143,10 +143,22 @@ class MLflowLogger(BaseLogger):
         self.run_id = run_id
         self.client = MlflowClient()
         self._pending: list[Any] = []
+        self._muted = False
+
+    @contextmanager
+    def muted(self, mute: bool = True) -> Iterator[None]:
+        """Drop what is logged meanwhile: a resumed run going again over experiences it has logged already."""
+        before, self._muted = self._muted, mute
+        try:
+            yield
+        finally:
+            self._muted = before
 
     def log_single_metric(self, name: str, value: Any, x_plot: int) -> None:
         from mlflow.entities import Metric
 
+        if self._muted:
+            return
         if isinstance(value, Mapping):
             for key, item in value.items():
                 self.log_single_metric(f"{name}/{key}", item, x_plot)

@@ -1,7 +1,13 @@
-"""The training template and progress display: Avalanche's SupervisedTemplate, plus mixed precision.
+"""The training template and progress display: an Avalanche template, plus mixed precision.
 
-Avalanche's SupervisedTemplate has no autocast or gradient scaling, so `FiLMTemplate` adds them by
-overriding `forward`, `backward` and `optimizer_step`; the loop itself stays Avalanche's.
+`LoopAdditions` is mixed into whichever template the strategy runs on (`template_class`): SupervisedTemplate
+by default, DER, ER-ACE, MIR, Cumulative or JointTraining where a strategy asks for one. The loop stays
+Avalanche's; it adds two things no Avalanche template has:
+- mixed precision: autocast (bf16/fp16) and a gradient scaler for fp16, by overriding `forward`, `criterion`,
+  `backward` and `optimizer_step`;
+- an `experience_ending(strategy)` call to plugins that have one, before the template's own end-of-experience
+  work. DER updates its buffer there before any plugin's `after_training_exp` runs, so this is the one point
+  where the state at an experience's end can be taken (and put back) before anything acts on it.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-class FiLMTemplate(SupervisedTemplate):
-    """SupervisedTemplate with optional autocast (bf16/fp16) and a gradient scaler for fp16."""
+class LoopAdditions:
+    """Mixin for an Avalanche template: optional mixed precision, and the `experience_ending` plugin call."""
 
     def __init__(self, *, amp: torch.dtype | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -59,6 +65,21 @@ class FiLMTemplate(SupervisedTemplate):
             self.scaler.update()
         else:
             super().optimizer_step()
+
+    def _after_training_exp(self, **kwargs):
+        for plugin in self.plugins:
+            if hasattr(plugin, "experience_ending"):
+                plugin.experience_ending(self)
+        super()._after_training_exp(**kwargs)
+
+
+def template_class(base: type[SupervisedTemplate] | None = None) -> type[SupervisedTemplate]:
+    """`base` (SupervisedTemplate when None) with `LoopAdditions` mixed in."""
+    base = base or SupervisedTemplate
+    return type(f"FiLM{base.__name__}", (LoopAdditions, base), {})
+
+
+FiLMTemplate = template_class()
 
 
 class ProgressBar(SupervisedPlugin):

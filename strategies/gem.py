@@ -1,0 +1,31 @@
+"""Gradient Episodic Memory, through Avalanche's GEMPlugin."""
+
+from avalanche.training.plugins import GEMPlugin
+
+from clbench import Strategy, register
+from clbench.strategy import require
+
+
+@register("gem")
+class GEM(Strategy):
+    """Gradient Episodic Memory (Lopez-Paz & Ranzato 2017): no step may raise the loss on stored old questions."""
+
+    state = "boundaries"  # the episodic memory is filled after each experience
+
+    patterns_per_experience: int = 256
+    memory_strength: float = 0.5  # the margin added to the projected gradient
+
+    def validate(self) -> None:
+        require(
+            self.patterns_per_experience > 0,
+            f"patterns_per_experience={self.patterns_per_experience} must be positive",
+            "use --set patterns_per_experience=256",
+        )
+        require(
+            self.memory_strength >= 0,
+            f"memory_strength={self.memory_strength} is negative",
+            "use --set memory_strength=0.5",
+        )
+
+    def plugins(self, model):
+        return [GEMPlugin(self.patterns_per_experience, self.memory_strength)]

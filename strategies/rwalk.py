@@ -1,0 +1,25 @@
+"""Riemannian Walk, through Avalanche's RWalkPlugin."""
+
+from avalanche.training.plugins import RWalkPlugin
+
+from clbench import Strategy, register
+from clbench.strategy import require
+
+
+@register("rwalk")
+class RWalk(Strategy):
+    """Riemannian Walk (Chaudhry et al. 2018): EWC++'s online Fisher plus SI-like path scores."""
+
+    state = "training"  # the Fisher and the path scores are updated at every training step
+
+    ewc_lambda: float = 0.1
+    ewc_alpha: float = 0.9  # the online Fisher's decay
+    delta_t: int = 10  # iterations between path-score updates
+
+    def validate(self) -> None:
+        require(self.ewc_lambda >= 0, f"ewc_lambda={self.ewc_lambda} is negative", "use --set ewc_lambda=0.1")
+        require(0 <= self.ewc_alpha <= 1, f"ewc_alpha={self.ewc_alpha} is not in [0, 1]", "use --set ewc_alpha=0.9")
+        require(self.delta_t > 0, f"delta_t={self.delta_t} must be positive", "use --set delta_t=10")
+
+    def plugins(self, model):
+        return [RWalkPlugin(ewc_lambda=self.ewc_lambda, ewc_alpha=self.ewc_alpha, delta_t=self.delta_t)]

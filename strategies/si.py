@@ -1,0 +1,23 @@
+"""Synaptic Intelligence, through Avalanche's SynapticIntelligencePlugin."""
+
+from avalanche.training.plugins import SynapticIntelligencePlugin
+
+from clbench import Strategy, register
+from clbench.strategy import require
+
+
+@register("si")
+class SI(Strategy):
+    """Synaptic Intelligence (Zenke et al. 2017): importances from each weight's path integral during training."""
+
+    state = "training"  # the path integrals accumulate at every training step
+
+    si_lambda: float = 1.0
+    eps: float = 1e-7
+
+    def validate(self) -> None:
+        require(self.si_lambda >= 0, f"si_lambda={self.si_lambda} is negative", "use --set si_lambda=1")
+        require(self.eps > 0, f"eps={self.eps} must be positive", "use --set eps=1e-7")
+
+    def plugins(self, model):
+        return [SynapticIntelligencePlugin(si_lambda=self.si_lambda, eps=self.eps)]
