@@ -294,6 +294,9 @@ class FiLM(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(_STD).view(1, 3, 1, 1) * 255, persistent=False)
         self.last_film: tuple[Tensor, Tensor] | None = None
+        for parameter in self.parameters():
+            if parameter.dim() == 4:  # convolution weights
+                parameter.register_post_accumulate_grad_hook(_contiguous_grad)
 
     def filmed_network(self) -> list[nn.Module]:
         """Everything the generator conditions: stem, FiLMed blocks and classifier."""
@@ -311,6 +314,13 @@ class FiLM(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, gammas[:, i], betas[:, i])
         return self.classifier(x)
+
+
+def _contiguous_grad(parameter: Tensor) -> None:
+    """CPU convolutions may leave channels-last weight gradients; A-GEM and GEM flatten gradients with
+    `grad.view(-1)`, which needs them contiguous. Same values, another layout: the arithmetic is unchanged."""
+    if parameter.grad is not None and not parameter.grad.is_contiguous():
+        parameter.grad = parameter.grad.contiguous()
 
 
 def count_parameters(module: nn.Module) -> int:
