@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="run strategies × seeds × a grid as one MLflow parent run")
     sweep.add_argument(
-        "--strategies", default=DEFAULT_STRATEGIES, help=f"comma-separated (default: {DEFAULT_STRATEGIES})"
+        "--strategies",
+        default=DEFAULT_STRATEGIES,
+        help=f"comma-separated, or all (default: {DEFAULT_STRATEGIES})",
     )
     sweep.add_argument(
         "--fractions",
@@ -245,7 +247,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         fractions = parse_list(args.fractions or DEFAULT_FRACTIONS, str, "--fractions")
         grid = {"scenario.fraction": tuple(f"{_fraction(f):g}" for f in fractions)} | grid
     spec = SweepSpec(
-        strategies=parse_list(args.strategies, str, "--strategies"),
+        strategies=_strategy_list(args.strategies),
         seeds=parse_list(args.seeds, int, "--seeds"),
         config=config,
         grid=tuple(grid.items()),
@@ -297,13 +299,28 @@ def _command_line() -> str:
     return shlex.join(["python", "-m", "clbench", *sys.argv[1:]])
 
 
-def cmd_strategies(args: argparse.Namespace) -> int:
+def _strategy_list(text: str) -> tuple[str, ...]:
+    """`--strategies`: names or specs, comma-separated; `all` is every registered strategy."""
     from clbench.strategy import available
+    from clbench.sweep import parse_list
+
+    return tuple(sorted(available())) if text.strip() == "all" else parse_list(text, str, "--strategies")
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from clbench.strategy import STATE_KINDS, available, shortcut
 
     for name, cls in available().items():
         params = ", ".join(f"{k}={v!r}" for k, v in cls.parameters().items()) or "no parameters"
+        template = f", template {cls.template.__name__}" if cls.template is not None else ""
+        state = cls.state or "unsaid, treated as training"
         print(f"{name:18s} {cls.describe()}")
-        print(f"{'':18s}   {params}   [{cls.__module__}:{cls.__qualname__}]")
+        print(f"{'':18s}   defaults: {params}")
+        where = f"[{cls.__module__}:{cls.__qualname__}]"
+        print(f"{'':18s}   state: {state} (shortcut: {shortcut(cls())}{template})   {where}")
+    print("\nstate kinds (what the experience-0 cache and --resume may assume):", file=sys.stderr)
+    for kind, meaning in STATE_KINDS.items():
+        print(f"  {kind}: {meaning}", file=sys.stderr)
     return 0
 
 

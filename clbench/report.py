@@ -163,7 +163,12 @@ def _mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, str]) -> pd
 
 
 def strategy_order(cells: pd.DataFrame) -> list[str]:
-    preferred = ["naive", "ewc", "replay", "frozen-generator", "generator-only"]
+    """The lower bound, regularisers, rehearsal, FiLM's own, then the references; others after."""
+    preferred = [
+        *("naive", "ewc", "si", "mas", "rwalk", "lwf"),
+        *("replay", "gem", "agem", "der", "er-ace", "mir", "gdumb"),
+        *("frozen-generator", "generator-only", "cumulative", "joint"),
+    ]
     present = list(dict.fromkeys(cells["strategy"]))
     return [s for s in preferred if s in present] + [s for s in present if s not in preferred]
 
@@ -184,6 +189,21 @@ def final_table(runs: SweepRuns) -> pd.DataFrame:
         "bwt": metric_names.BWT,
     }
     return _mean_std(at_largest_fraction(runs.cells), ["strategy", *runs.settings], columns)
+
+
+COST = {
+    "train time (s)": metric_names.TRAIN_TIME,
+    "wall time (s)": metric_names.WALL_TIME,
+    "strategy memory (MB)": metric_names.HELD_BYTES,
+    "stored questions": metric_names.HELD_QUESTIONS,
+    "peak RSS (MB)": metric_names.PEAK_RSS,
+}
+
+
+def cost_table(runs: SweepRuns) -> pd.DataFrame:
+    """Per strategy and setting, at the largest fraction: what a run cost (sweeps from before costs were logged:
+    wall time only)."""
+    return _mean_std(at_largest_fraction(runs.cells), ["strategy", *runs.settings], COST)
 
 
 def accuracy_table(runs: SweepRuns) -> pd.DataFrame:
@@ -349,6 +369,29 @@ def accuracy_figure(runs: SweepRuns, table: pd.DataFrame, references: dict[str, 
     return figure
 
 
+def stability_plasticity_figure(runs: SweepRuns, final: pd.DataFrame) -> Figure:
+    """One point per strategy: accuracy on the last experience's test set against average forgetting, ± std."""
+    figure = Figure(figsize=(7, 5))
+    ax = figure.subplots()
+    new, old = f"final {runs.last}", "average forgetting"
+    for k, (key, row) in enumerate(final.iterrows()):
+        label = " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+        x, y = 100 * row[f"{new}_mean"], 100 * row[f"{old}_mean"]
+        if np.isnan(y):  # trained offline: no sequence, no forgetting; its accuracy is the reference
+            ax.axvline(x, color="grey", ls="--", lw=1)
+            ax.annotate(f"{label} (offline)", (x, 0), xytext=(3, 3), textcoords="offset points", fontsize=7)
+            continue
+        xerr, yerr = 100 * np.nan_to_num(row[f"{new}_std"]), 100 * np.nan_to_num(row[f"{old}_std"])
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2, color=f"C{k % 10}")
+        ax.annotate(label, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel(f"{runs.last} accuracy at the end (%)  → more plastic")
+    ax.set_ylabel("average forgetting (points)  ↓ more stable")
+    ax.set_title("Stability against plasticity, mean ± std across seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+    return figure
+
+
 def forgetting_figure(runs: SweepRuns, table: pd.DataFrame) -> Figure:
     """Bars of forgetting: per strategy and fraction (two experiences), or per earlier experience (more)."""
     frame = table.reset_index()
@@ -452,6 +495,7 @@ class _Report:
     accuracy: pd.DataFrame | None = None  # a fraction grid only
     orders: pd.DataFrame | None = None  # several orders only
     per_type: pd.DataFrame = field(default_factory=pd.DataFrame)
+    cost: pd.DataFrame = field(default_factory=pd.DataFrame)
     film: pd.DataFrame = field(default_factory=pd.DataFrame)
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)
     figures: dict[str, Figure] = field(default_factory=dict)
@@ -459,7 +503,7 @@ class _Report:
 
 def _tables(runs: SweepRuns, references: dict[str, dict[str, float]]) -> _Report:
     fractions = runs.cells[FRACTION].nunique() if FRACTION in runs.cells else 0
-    report = _Report(final_table(runs), forgetting_table(runs), matrices(runs))
+    report = _Report(final_table(runs), forgetting_table(runs), matrices(runs), cost=cost_table(runs))
     primary = runs.first_order()
     report.per_type, report.film, report.drift = per_type_table(primary), film_table(primary), drift_table(primary)
     if fractions > 1:
@@ -468,6 +512,8 @@ def _tables(runs: SweepRuns, references: dict[str, dict[str, float]]) -> _Report
     if ORDER in runs.axes and runs.cells[ORDER].nunique() > 1:
         report.orders = order_table(runs)
     report.figures["forgetting.png"] = forgetting_figure(runs, report.forgetting)
+    if runs.cells["strategy"].nunique() > 1 and runs.forgettable:
+        report.figures["stability_plasticity.png"] = stability_plasticity_figure(runs, report.final)
     report.figures["accuracy_matrix.png"] = matrix_figure(report.matrices)
     if not report.per_type.empty:
         report.figures["per_type_accuracy.png"] = per_type_figure(report.per_type, primary.first)
@@ -487,10 +533,11 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
     writable_folder(out, "--out")
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        keep = r"^(run_id|strategy|seed|scenario\.|accuracy/|forgetting/|average_|bwt($|/))"
+        keep = r"^(run_id|strategy|seed|scenario\.|accuracy/|forgetting/|average_|bwt($|/)|cost/|wall_time_s$)"
         runs.cells.filter(regex=keep).to_csv(staging / "cells.csv", index=False)
         report.final.to_csv(staging / "final.csv")
         report.forgetting.to_csv(staging / "forgetting.csv")
+        report.cost.to_csv(staging / "cost.csv")
         pd.concat(report.matrices, names=["model"]).to_csv(staging / "accuracy_matrix.csv")
         if report.accuracy is not None:
             report.accuracy.to_csv(staging / "accuracy_vs_fraction.csv")
@@ -569,8 +616,14 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
     headline["average accuracy (%)"] = _pm(report.final, "average accuracy")
     headline["forgetting (pts)"] = _pm(report.final, "average forgetting")
     headline["BWT (pts)"] = _pm(report.final, "bwt")
+    mb = 1 / 2**20
+    for name, scale in (("train time (s)", 1.0), ("wall time (s)", 1.0), ("strategy memory (MB)", mb)):
+        if f"{name}_mean" in report.cost and report.cost[f"{name}_mean"].notna().any():
+            headline[name] = _pm(report.cost, name, scale).reindex(headline.index)
     order = strategy_order(cells)
     lines += [f"## After the last experience{largest}, mean ± std across seeds", "", _markdown(headline, order), ""]
+    if "stability_plasticity.png" in report.figures:
+        lines += ["## Stability and plasticity", "", "![stability and plasticity](stability_plasticity.png)", ""]
     if report.accuracy is not None:
         lines += [
             f"## {last} accuracy (%) against the fraction of its data used (the paper's Figure 9)",

@@ -193,6 +193,22 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     "unknown strategy parameter": (_argv(*RUN, "--strategy", "ewc", "--set", "ewc_lamda=1"), "did you mean"),
     "strategy parameter of the wrong type": (_argv(*RUN, "--strategy", "ewc", "--set", "ewc_lambda=lots"), "float"),
     "strategy parameter out of range": (_argv(*RUN, "--strategy", "ewc", "--set", "ewc_lambda=-1"), "negative"),
+    "negative buffer": (_argv(*RUN, "--strategy", "replay", "--set", "mem_size=-5"), "must be positive"),
+    "negative temperature": (_argv(*RUN, "--strategy", "lwf", "--set", "temperature=-2"), "temperature"),
+    "negative SI lambda": (_argv(*RUN, "--strategy", "si", "--set", "si_lambda=-1"), "negative"),
+    "memory batch larger than the buffer": (
+        _argv(*RUN, "--strategy", "der", "--set", "mem_size=16", "--set", "batch_size_mem=64"),
+        "between 1 and mem_size",
+    ),
+    "MIR subsample smaller than its replayed batch": (
+        _argv(*RUN, "--strategy", "mir", "--set", "subsample=8", "--set", "batch_size_mem=32"),
+        "subsample",
+    ),
+    "A-GEM sample larger than its memory": (
+        _argv(*RUN, "--strategy", "agem", "--set", "patterns_per_experience=10", "--set", "sample_size=64"),
+        "cannot be larger",
+    ),
+    "unknown strategy in a sweep list": (_argv("sweep", "--strategies", "naive,sii", "--preset", "tiny"), "si"),
     "--set without =": (_argv(*RUN, "--set", "no_equals_sign"), "is not key=value"),
     "unknown config key": (_argv(*RUN, "--set", "train.nope=1"), "unknown key 'nope'"),
     "config value of the wrong type": (_argv(*RUN, "--set", "train.lr=fast"), "train.lr"),
