@@ -136,6 +136,11 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
         column = frame[_param_column(frame, axis)]
         cells[axis] = column.astype(float) if axis == FRACTION else column
     metrics = frame.filter(like="metrics.").rename(columns=lambda c: c.removeprefix("metrics."))
+    # An offline run (joint) has one row of the accuracy matrix and nothing to forget (older runs logged 0).
+    rows = metrics.filter(regex="^accuracy/after_").notna().sum(axis=1)
+    one_row = rows == metrics.filter(regex="^final_accuracy/").notna().sum(axis=1)
+    summaries = [c for c in (metric_names.AVERAGE_FORGETTING, metric_names.BWT) if c in metrics]
+    metrics.loc[one_row, summaries] = np.nan
     metrics = metrics[sorted(metrics.columns)]  # MLflow returns them in no fixed order; reports must not vary
     cells = pd.concat([cells, metrics], axis=1).sort_values(["strategy", *axes, "seed"]).reset_index(drop=True)
     command = parent.data.tags.get(COMMAND_TAG, "")

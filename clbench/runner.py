@@ -107,7 +107,10 @@ class RunResult:
         lines.append(f"Majority-answer baseline (test sets): {base}")
         forget = ", ".join(f"{k} {100 * v:+.1f} pts" for k, v in self.forgetting.items())
         average = f" (mean {100 * self.average_forgetting:+.1f})" if len(self.forgetting) > 1 else ""
-        lines.append(f"Forgetting: {forget}{average}    BWT: {100 * self.bwt:+.1f} pts")
+        if self.forgetting:
+            lines.append(f"Forgetting: {forget}{average}    BWT: {100 * self.bwt:+.1f} pts")
+        else:
+            lines.append("Forgetting: none to measure (one row: trained once, on everything)")
         if not self.per_type.empty:
             lines += [
                 "",
@@ -509,9 +512,10 @@ def _position(checkpoint: checkpoints.RunCheckpoint, names: tuple[str, ...]) -> 
 def summary_metrics(result: RunResult) -> dict[str, float]:
     """The run's final figures under flat names, one value each: the columns runs are compared on."""
     metrics = {metric_names.forgetting(test): value for test, value in result.forgetting.items()}
-    metrics[metric_names.BWT] = result.bwt
+    if result.forgetting:  # an offline run has no earlier experience: no forgetting, not zero forgetting
+        metrics[metric_names.BWT] = result.bwt
+        metrics[metric_names.AVERAGE_FORGETTING] = result.average_forgetting
     metrics |= {metric_names.backward_transfer(test): value for test, value in result.backward_transfer.items()}
-    metrics[metric_names.AVERAGE_FORGETTING] = result.average_forgetting
     metrics[metric_names.AVERAGE_ACCURACY] = result.average_accuracy
     metrics |= {metric_names.final_accuracy(test): value for test, value in result.accuracy.iloc[-1].items()}
     for after, row in result.accuracy.iterrows():

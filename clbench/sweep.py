@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import traceback
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
@@ -210,7 +211,7 @@ def sweep(
                 disable=not progress or not sys.stderr.isatty(),
             ) as bar,
         ):
-            for outcome in _schedule(pool, pending, groups, spec, parent_id, experiment, uri):
+            for outcome in _schedule(pool, jobs, pending, groups, spec, parent_id, experiment, uri):
                 outcomes.append(outcome)
                 bar.update(1)
                 bar.write(_describe(outcome), file=out)
@@ -305,33 +306,47 @@ def finished_cells(client, experiment_id: str, parent_id: str) -> dict:
 
 
 def _schedule(
-    pool, pending: list[Cell], groups: dict[Cell, str], spec: SweepSpec, parent_id: str, experiment: str, uri: str
+    pool,
+    jobs: int,
+    pending: list[Cell],
+    groups: dict[Cell, str],
+    spec: SweepSpec,
+    parent_id: str,
+    experiment: str,
+    uri: str,
 ):
-    """Yield outcomes as cells end. Each experience-0 group's first cell runs alone; the rest start when it is done."""
-    leaders: dict[str, Cell] = {}
-    followers: dict[str, list[Cell]] = {}
+    """Yield outcomes as cells end, with at most `jobs` cells in flight.
+
+    Each experience-0 group's first cell runs alone; the rest start when it is done, ahead of every cell not yet
+    started. First cells of groups with others to unlock go before groups of one (strategies that train
+    experience 0 themselves), so an interrupted or partial sweep has whole groups rather than one cell of each.
+    """
+    members: dict[str, list[Cell]] = {}
     for cell in pending:
-        if groups[cell] in leaders:
-            followers.setdefault(groups[cell], []).append(cell)
-        else:
-            leaders[groups[cell]] = cell
+        members.setdefault(groups[cell], []).append(cell)
+    leaders = sorted((cells[0] for cells in members.values()), key=lambda c: len(members[groups[c]]) == 1)
+    waiting = {group: cells[1:] for group, cells in members.items()}
+    ready = deque(leaders)
+    running: dict[Future, Cell] = {}
 
-    def submit(cell: Cell) -> Future:
-        return pool.submit(run_cell, cell, spec, parent_id, experiment, uri)
+    def fill() -> None:
+        while ready and len(running) < jobs:
+            cell = ready.popleft()
+            running[pool.submit(run_cell, cell, spec, parent_id, experiment, uri)] = cell
 
-    running: dict[Future, Cell] = {submit(cell): cell for cell in leaders.values()}
+    fill()
     while running:
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
             cell = running.pop(future)
-            if cell is leaders.get(groups[cell]):
-                running |= {submit(c): c for c in followers.pop(groups[cell], [])}
+            ready.extendleft(reversed(waiting.pop(groups[cell], [])))  # a leader's end: its group goes next
             try:
                 yield future.result()
             except BrokenProcessPool:
                 yield CellOutcome(cell, "", "FAILED", error="its worker process died (killed, or out of memory)")
             except Exception as exc:  # the cell's run could not even be created (tracking store unreachable)
                 yield CellOutcome(cell, "", "FAILED", error=f"{type(exc).__name__}: {exc}")
+        fill()
 
 
 def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: str) -> CellOutcome:
@@ -408,10 +423,11 @@ def _describe(outcome: CellOutcome) -> str:
         for name, value in outcome.figures.items()
         if name.startswith(prefix)
     )
-    forgetting = 100 * outcome.figures.get(metric_names.AVERAGE_FORGETTING, float("nan"))
+    forgetting = outcome.figures.get(metric_names.AVERAGE_FORGETTING)
+    forgot = f"forgetting {100 * forgetting:+.1f} pts" if forgetting is not None else "no forgetting to measure"
     trained = ", trained experience 0" if outcome.experience0_trained else ""
     timing = f"{outcome.wall_time_s:.0f} s{trained}"
-    return f"finished {outcome.cell.label}: {final}, forgetting {forgetting:+.1f} pts ({timing})"
+    return f"finished {outcome.cell.label}: {final}, {forgot} ({timing})"
 
 
 def _tally(result: SweepResult) -> str:
