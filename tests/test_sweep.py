@@ -37,6 +37,7 @@ class Explode(SupervisedPlugin):
 @dataclass
 class Exploding(Strategy):
     name = "exploding"
+    state = "boundaries"  # it keeps no state: a retry continues from its checkpoint
 
     def plugins(self, model):
         return [Explode()]
