@@ -59,6 +59,7 @@ def test_cache_key_changes_with_every_input_to_experience0_and_nothing_else(conf
     assert set(unchanged) == {key}
 
 
+@pytest.mark.slow  # the default suite's test_strategy_contract.py proves the same weights and matrices for all
 def test_ewc_from_the_cache_gets_the_same_importances_and_results(config, tracking_store):
     trained, trained_plugins = _run_keeping_plugins("ewc", config, tracking_store)
     reused, reused_plugins = _run_keeping_plugins("ewc", config, tracking_store)
@@ -72,6 +73,7 @@ def test_ewc_from_the_cache_gets_the_same_importances_and_results(config, tracki
     assert trained.accuracy.equals(reused.accuracy)
 
 
+@pytest.mark.slow  # as above
 def test_replay_from_the_cache_gets_the_same_buffer(config, tracking_store):
     _, trained_plugins = _run_keeping_plugins("replay", config, tracking_store)
     _, reused_plugins = _run_keeping_plugins("replay", config, tracking_store)

@@ -77,6 +77,7 @@ def test_the_built_in_scenarios_are_listed_with_parameters_and_experiences(capsy
     assert "scenario.pool_images=None" in out
 
 
+@pytest.mark.slow  # test_readme.py runs the README's user scenario through the same door in the default suite
 def test_a_scenario_in_a_users_file_runs_and_is_logged(tiny_root: Path, tmp_path: Path, capsys):
     path = tmp_path / "halves.py"
     path.write_text(HALVES)

@@ -101,7 +101,7 @@ def _assert_same(a: tuple[RunResult, dict], b: tuple[RunResult, dict], what: str
 def config(tiny_root: Path) -> RunConfig:
     """Two experiences, the second with two epochs (the interruption falls between them), on few questions."""
     base = PRESETS["tiny"]
-    data = replace(base.data, root=str(tiny_root), max_train_questions=96, max_test_questions=64)
+    data = replace(base.data, root=str(tiny_root), max_train_questions=64, max_test_questions=32)
     return replace(base, data=data, train=replace(base.train, epochs=(1, 2)))
 
 
@@ -121,7 +121,7 @@ def warm_cache(config: RunConfig, store: str, tmp_path_factory: pytest.TempPathF
 
 
 # Avalanche's RWalk divides by its largest path score, which is 0 (and its penalties NaN) until `delta_t`
-# iterations have passed: the tiny runs have 6 per epoch.
+# iterations have passed: the tiny runs have 4 per epoch.
 TINY = {"rwalk": {"delta_t": 2}}
 
 
