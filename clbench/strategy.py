@@ -50,6 +50,9 @@ __all__ = [
     "parse_value",
     "register",
     "require",
+    "require_buffer",
+    "require_non_negative",
+    "require_positive",
     "resolve",
     "shortcut",
 ]
@@ -98,6 +101,24 @@ def require(ok: bool, problem: str, fix: str) -> None:
     """For `validate`: a parameter value that cannot work is a one-line error naming the fix."""
     if not ok:
         raise ConfigError(problem, fix)
+
+
+def require_non_negative(name: str, value: float, default: Any) -> None:
+    require(value >= 0, f"{name}={value} is negative", f"use --set {name}={default}")
+
+
+def require_positive(name: str, value: float, default: Any) -> None:
+    require(value > 0, f"{name}={value} must be positive", f"use --set {name}={default}")
+
+
+def require_buffer(mem_size: int, batch_size_mem: int | None, default: int = 1000) -> None:
+    """A memory of `mem_size` questions, replayed `batch_size_mem` at a time (None: the training batch size)."""
+    require_positive("mem_size", mem_size, default)
+    require(
+        batch_size_mem is None or 0 < batch_size_mem <= mem_size,
+        f"batch_size_mem={batch_size_mem} must be between 1 and mem_size={mem_size}",
+        "use --set batch_size_mem=32",
+    )
 
 
 def shortcut(strategy: Strategy) -> Shortcut:

@@ -3,7 +3,7 @@
 from avalanche.training.plugins import AGEMPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require, require_positive
 
 
 @register("agem")
@@ -16,11 +16,7 @@ class AGEM(Strategy):
     sample_size: int = 64  # old questions per reference gradient
 
     def validate(self) -> None:
-        require(
-            self.patterns_per_experience > 0,
-            f"patterns_per_experience={self.patterns_per_experience} must be positive",
-            "use --set patterns_per_experience=256",
-        )
+        require_positive("patterns_per_experience", self.patterns_per_experience, 256)
         require(
             0 < self.sample_size <= self.patterns_per_experience,
             f"sample_size={self.sample_size} must be between 1 and patterns_per_experience="

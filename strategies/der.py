@@ -3,7 +3,7 @@
 from avalanche.training import DER as DERTemplate
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require_buffer, require_non_negative
 
 
 @register("der")
@@ -19,14 +19,9 @@ class DER(Strategy):
     beta: float = 0.5  # weight of the buffer's label loss: DER++ when positive, plain DER at 0
 
     def validate(self) -> None:
-        require(self.mem_size > 0, f"mem_size={self.mem_size} must be positive", "use --set mem_size=1000")
-        require(
-            0 < self.batch_size_mem <= self.mem_size,
-            f"batch_size_mem={self.batch_size_mem} must be between 1 and mem_size={self.mem_size}",
-            "use --set batch_size_mem=32",
-        )
-        require(self.alpha >= 0, f"alpha={self.alpha} is negative", "use --set alpha=0.1")
-        require(self.beta >= 0, f"beta={self.beta} is negative", "use --set beta=0.5 (DER++) or beta=0 (DER)")
+        require_buffer(self.mem_size, self.batch_size_mem)
+        require_non_negative("alpha", self.alpha, 0.1)
+        require_non_negative("beta", self.beta, "0.5 (DER++) or beta=0 (DER)")
 
     def template_args(self) -> dict:
         return self.params()  # mem_size, batch_size_mem, alpha, beta: DER's own arguments

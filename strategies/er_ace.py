@@ -3,7 +3,7 @@
 from avalanche.training import ER_ACE
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require_buffer
 
 
 @register("er-ace")
@@ -17,12 +17,7 @@ class ERACE(Strategy):
     batch_size_mem: int = 32
 
     def validate(self) -> None:
-        require(self.mem_size > 0, f"mem_size={self.mem_size} must be positive", "use --set mem_size=1000")
-        require(
-            0 < self.batch_size_mem <= self.mem_size,
-            f"batch_size_mem={self.batch_size_mem} must be between 1 and mem_size={self.mem_size}",
-            "use --set batch_size_mem=32",
-        )
+        require_buffer(self.mem_size, self.batch_size_mem)
 
     def experience0_identity(self) -> dict:
         # It fills its buffer as each experience starts, drawing from the RNG before experience 0 trains: that

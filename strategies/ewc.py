@@ -5,7 +5,7 @@ from typing import Literal
 from avalanche.training.plugins import EWCPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require, require_non_negative
 
 
 @register("ewc")
@@ -19,7 +19,7 @@ class EWC(Strategy):
     decay_factor: float | None = None
 
     def validate(self) -> None:
-        require(self.ewc_lambda >= 0, f"ewc_lambda={self.ewc_lambda} is negative", "use --set ewc_lambda=10000")
+        require_non_negative("ewc_lambda", self.ewc_lambda, 10000)
         require(
             self.mode != "online" or self.decay_factor is not None,
             "mode=online needs a decay_factor",

@@ -3,7 +3,7 @@
 from avalanche.training.plugins import GDumbPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require_positive
 
 
 @register("gdumb")
@@ -15,7 +15,7 @@ class GDumb(Strategy):
     mem_size: int = 2000
 
     def validate(self) -> None:
-        require(self.mem_size > 0, f"mem_size={self.mem_size} must be positive", "use --set mem_size=2000")
+        require_positive("mem_size", self.mem_size, 2000)
 
     def experience0_identity(self) -> dict:
         return {"gdumb": self.mem_size}  # experience 0 already trains on the memory alone

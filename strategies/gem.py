@@ -3,7 +3,7 @@
 from avalanche.training.plugins import GEMPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require_non_negative, require_positive
 
 
 @register("gem")
@@ -16,16 +16,8 @@ class GEM(Strategy):
     memory_strength: float = 0.5  # the margin added to the projected gradient
 
     def validate(self) -> None:
-        require(
-            self.patterns_per_experience > 0,
-            f"patterns_per_experience={self.patterns_per_experience} must be positive",
-            "use --set patterns_per_experience=256",
-        )
-        require(
-            self.memory_strength >= 0,
-            f"memory_strength={self.memory_strength} is negative",
-            "use --set memory_strength=0.5",
-        )
+        require_positive("patterns_per_experience", self.patterns_per_experience, 256)
+        require_non_negative("memory_strength", self.memory_strength, 0.5)
 
     def plugins(self, model):
         return [GEMPlugin(self.patterns_per_experience, self.memory_strength)]

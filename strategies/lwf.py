@@ -3,7 +3,7 @@
 from avalanche.training.plugins import LwFPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require_non_negative, require_positive
 
 
 @register("lwf")
@@ -16,8 +16,8 @@ class LwF(Strategy):
     temperature: float = 2.0
 
     def validate(self) -> None:
-        require(self.alpha >= 0, f"alpha={self.alpha} is negative", "use --set alpha=1")
-        require(self.temperature > 0, f"temperature={self.temperature} must be positive", "use --set temperature=2")
+        require_non_negative("alpha", self.alpha, 1)
+        require_positive("temperature", self.temperature, 2)
 
     def plugins(self, model):
         return [LwFPlugin(alpha=self.alpha, temperature=self.temperature)]

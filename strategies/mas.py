@@ -3,7 +3,7 @@
 from avalanche.training.plugins import MASPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require, require_non_negative
 
 
 @register("mas")
@@ -16,7 +16,7 @@ class MAS(Strategy):
     alpha: float = 0.5  # how much of the old importance is kept when the new one is added
 
     def validate(self) -> None:
-        require(self.lambda_reg >= 0, f"lambda_reg={self.lambda_reg} is negative", "use --set lambda_reg=1")
+        require_non_negative("lambda_reg", self.lambda_reg, 1)
         require(0 <= self.alpha <= 1, f"alpha={self.alpha} is not in [0, 1]", "use --set alpha=0.5")
 
     def plugins(self, model):

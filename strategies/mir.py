@@ -3,7 +3,7 @@
 from avalanche.training import MIR as MIRTemplate
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require, require_positive
 
 
 @register("mir")
@@ -20,7 +20,7 @@ class MIR(Strategy):
     batch_size_mem: int = 32  # the most interfered of them, replayed
 
     def validate(self) -> None:
-        require(self.mem_size > 0, f"mem_size={self.mem_size} must be positive", "use --set mem_size=1000")
+        require_positive("mem_size", self.mem_size, 1000)
         require(
             0 < self.batch_size_mem <= self.subsample <= self.mem_size,
             f"need 0 < batch_size_mem ({self.batch_size_mem}) ≤ subsample ({self.subsample}) ≤ mem_size "

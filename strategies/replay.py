@@ -3,7 +3,7 @@
 from avalanche.training.plugins import ReplayPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require_buffer
 
 
 @register("replay")
@@ -16,12 +16,7 @@ class Replay(Strategy):
     batch_size_mem: int | None = None
 
     def validate(self) -> None:
-        require(self.mem_size > 0, f"mem_size={self.mem_size} must be positive", "use --set mem_size=1000")
-        require(
-            self.batch_size_mem is None or 0 < self.batch_size_mem <= self.mem_size,
-            f"batch_size_mem={self.batch_size_mem} must be between 1 and mem_size={self.mem_size}",
-            "use --set batch_size_mem=64, or leave it unset to use the training batch size",
-        )
+        require_buffer(self.mem_size, self.batch_size_mem)
 
     def plugins(self, model):
         return [ReplayPlugin(mem_size=self.mem_size, batch_size_mem=self.batch_size_mem)]

@@ -3,7 +3,7 @@
 from avalanche.training.plugins import RWalkPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require, require_non_negative, require_positive
 
 
 @register("rwalk")
@@ -17,9 +17,9 @@ class RWalk(Strategy):
     delta_t: int = 10  # iterations between path-score updates
 
     def validate(self) -> None:
-        require(self.ewc_lambda >= 0, f"ewc_lambda={self.ewc_lambda} is negative", "use --set ewc_lambda=0.1")
+        require_non_negative("ewc_lambda", self.ewc_lambda, 0.1)
         require(0 <= self.ewc_alpha <= 1, f"ewc_alpha={self.ewc_alpha} is not in [0, 1]", "use --set ewc_alpha=0.9")
-        require(self.delta_t > 0, f"delta_t={self.delta_t} must be positive", "use --set delta_t=10")
+        require_positive("delta_t", self.delta_t, 10)
 
     def plugins(self, model):
         return [RWalkPlugin(ewc_lambda=self.ewc_lambda, ewc_alpha=self.ewc_alpha, delta_t=self.delta_t)]

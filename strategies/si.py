@@ -3,7 +3,7 @@
 from avalanche.training.plugins import SynapticIntelligencePlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require
+from clbench.strategy import require_non_negative, require_positive
 
 
 @register("si")
@@ -16,8 +16,8 @@ class SI(Strategy):
     eps: float = 1e-7
 
     def validate(self) -> None:
-        require(self.si_lambda >= 0, f"si_lambda={self.si_lambda} is negative", "use --set si_lambda=1")
-        require(self.eps > 0, f"eps={self.eps} must be positive", "use --set eps=1e-7")
+        require_non_negative("si_lambda", self.si_lambda, 1)
+        require_positive("eps", self.eps, 1e-7)
 
     def plugins(self, model):
         return [SynapticIntelligencePlugin(si_lambda=self.si_lambda, eps=self.eps)]
