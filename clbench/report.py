@@ -625,8 +625,16 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
     for name, scale in (("train time (s)", 1.0), ("wall time (s)", 1.0), ("strategy memory (MB)", mb)):
         if f"{name}_mean" in report.cost and report.cost[f"{name}_mean"].notna().any():
             headline[name] = _pm(report.cost, name, scale).reindex(headline.index)
+    headline["seeds"] = report.final["n"]
     order = strategy_order(cells)
     lines += [f"## After the last experience{largest}, mean ± std across seeds", "", _markdown(headline, order), ""]
+    if "train time (s)" in headline:
+        lines += [
+            "Train time is the run's own training: a run that started from the cached first-experience model did "
+            "not pay for it (strategies of the `training` state kind, offline ones and those with a cache entry of "
+            "their own did). Strategy memory is what it keeps beyond the model: stored questions and tensors.",
+            "",
+        ]
     if "stability_plasticity.png" in report.figures:
         lines += ["## Stability and plasticity", "", "![stability and plasticity](stability_plasticity.png)", ""]
     if report.accuracy is not None:
