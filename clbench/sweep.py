@@ -318,13 +318,14 @@ def _schedule(
     """Yield outcomes as cells end, with at most `jobs` cells in flight.
 
     Each experience-0 group's first cell runs alone; the rest start when it is done, ahead of every cell not yet
-    started. First cells of groups with others to unlock go before groups of one (strategies that train
-    experience 0 themselves), so an interrupted or partial sweep has whole groups rather than one cell of each.
+    started. Seeds go in order, and within a seed the first cells of groups with others to unlock go before
+    groups of one (strategies that train experience 0 themselves): an interrupted or partial sweep has every
+    strategy at its first seeds rather than one cell of each group or all seeds of some.
     """
     members: dict[str, list[Cell]] = {}
     for cell in pending:
         members.setdefault(groups[cell], []).append(cell)
-    leaders = sorted((cells[0] for cells in members.values()), key=lambda c: len(members[groups[c]]) == 1)
+    leaders = sorted((cells[0] for cells in members.values()), key=lambda c: (c.seed, len(members[groups[c]]) == 1))
     waiting = {group: cells[1:] for group, cells in members.items()}
     ready = deque(leaders)
     running: dict[Future, Cell] = {}
