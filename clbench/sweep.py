@@ -330,13 +330,25 @@ def _schedule(
     ready = deque(leaders)
     running: dict[Future, Cell] = {}
 
+    broken: list[Cell] = []
+
     def fill() -> None:
         while ready and len(running) < jobs:
             cell = ready.popleft()
-            running[pool.submit(run_cell, cell, spec, parent_id, experiment, uri)] = cell
+            try:
+                running[pool.submit(run_cell, cell, spec, parent_id, experiment, uri)] = cell
+            except BrokenProcessPool:  # a worker died: no cell can start any more
+                broken.append(cell)
 
     fill()
-    while running:
+    while running or broken:
+        while broken:
+            cell = broken.pop(0)
+            ready.extendleft(reversed(waiting.pop(groups[cell], [])))
+            yield CellOutcome(cell, "", "FAILED", error="not started: a worker process died")
+        if not running:
+            fill()
+            continue
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in finished:
             cell = running.pop(future)
