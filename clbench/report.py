@@ -475,9 +475,9 @@ def per_type_figure(table: pd.DataFrame, test: str) -> Figure:
 
 
 def _pm(table: pd.DataFrame, name: str, scale: float = 100.0) -> pd.Series:
-    """`mean ± std` strings (std 0 where a group has one seed; – where it has no value)."""
-    mean, std = scale * table[f"{name}_mean"], scale * table[f"{name}_std"].fillna(0)
-    text = mean.map("{:.1f}".format) + " ± " + std.map("{:.1f}".format)
+    """`mean ± std` strings (the mean alone where a group has one seed; – where it has no value)."""
+    mean, std = scale * table[f"{name}_mean"], scale * table[f"{name}_std"]
+    text = mean.map("{:.1f}".format) + (" ± " + std.map("{:.1f}".format)).where(std.notna(), "")
     return text.where(mean.notna(), "–")
 
 
