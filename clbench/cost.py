@@ -11,12 +11,14 @@ containers and dataclasses to a bounded depth, each object once.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,8 +44,22 @@ class Held:
         return self.question_bytes + self.state_bytes
 
 
+_STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def reset_peak_rss() -> None:
+    """Start the peak over (Linux: writing 5 to clear_refs resets VmHWM), so that a run in a reused process, such
+    as a sweep's worker, measures its own peak. Elsewhere the peak stays the process's."""
+    with contextlib.suppress(OSError):
+        _CLEAR_REFS.write_text("5")
+
+
 def peak_rss_bytes() -> int:
-    """The process's peak resident memory so far (a sweep runs each cell in a process of its own)."""
+    """The peak resident memory since `reset_peak_rss` (Linux), or the process's (elsewhere)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS reports bytes, Linux kilobytes
 

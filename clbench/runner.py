@@ -272,6 +272,7 @@ def run(
         rows = names[-1:] if strategy.offline() else names
         stream = [list(bench.train_stream)] if strategy.offline() else list(bench.train_stream)
         train_seconds = 0.0
+        cost.reset_peak_rss()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with _saying_how_to_resume(run_id, logger):

@@ -199,7 +199,6 @@ def sweep(
                 mp_context=get_context("spawn"),
                 initializer=init_worker,
                 initargs=(threads,),
-                max_tasks_per_child=1,  # a process per cell: its peak RSS is its own
             )
             if pending
             else contextlib.nullcontext() as pool,
