@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from clbench.runner import accuracy_key
@@ -14,6 +15,7 @@ from clbench.runner import accuracy_key
 PROCESSES = 4
 
 
+@pytest.mark.slow  # 36 s: four processes; test_mlflow_ui.py's sweep shares a store between two workers
 def test_four_runs_share_one_sqlite_store(tiny_root: Path, tmp_path: Path):
     store = f"sqlite:///{tmp_path / 'shared.db'}"  # new: the four also race to create its schema
     env = dict(os.environ, CLBENCH_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")

@@ -128,6 +128,7 @@ def test_sigkill_mid_experience_then_resume_equals_an_uninterrupted_run(plugin, 
     assert not path.exists()  # a finished run keeps no checkpoint
 
 
+@pytest.mark.slow  # 34 s in a subprocess; test_strategy_contract.py interrupts and resumes every strategy in-process
 def test_ctrl_c_ends_the_run_killed_with_its_checkpoint_and_says_how_to_resume(plugin, tiny_root, tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cache = tmp_path / "cache"
