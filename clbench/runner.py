@@ -64,7 +64,7 @@ class RunResult:
     film: pd.DataFrame = field(default_factory=pd.DataFrame)  # gamma/beta statistics per (after, test, block)
     film_drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # first to last experience, per (test, block)
     film_histograms: pd.DataFrame = field(default_factory=pd.DataFrame)
-    cost: dict[str, float] = field(default_factory=dict)  # see clbench.cost; names in metric_names.COST
+    cost: dict[str, float] = field(default_factory=dict)  # see clbench.cost; named in metric_names (cost/...)
 
     @property
     def forgetting(self) -> dict[str, float]:
