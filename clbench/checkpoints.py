@@ -214,6 +214,12 @@ class RunCheckpoint:
     current: TrainingState | None = None  # the state after those epochs
     logged: int = 0  # experiences whose training and evaluation metrics are in the MLflow run
 
+    def resumed_as(self, shortcut: str) -> RunCheckpoint:
+        """What a resume continues from, by the strategy's shortcut (`clbench.strategy.shortcut`)."""
+        if shortcut == "replay":
+            return self
+        return self.at_experience_start() if shortcut == "replay-ends" else self.restarted()
+
     def at_experience_start(self) -> RunCheckpoint:
         """The same run without its mid-experience state: the interrupted experience starts again."""
         return RunCheckpoint(self.run_id, self.meta, self.boundaries, self.experience, logged=self.logged)

@@ -39,7 +39,7 @@ from clbench.scenario import PREFIX as SCENARIO_PREFIX
 from clbench.scenario import Scenario
 from clbench.scenario import experience_names as checked_names
 from clbench.scenario import load as load_scenario
-from clbench.strategy import Strategy, describe_shortcut, shortcut
+from clbench.strategy import Strategy, describe_shortcut, shortcut, takes_cache
 from clbench.training import FiLMTemplate, ProgressBar, amp_dtype, template_class
 
 TEST_STREAM = "test_stream"
@@ -240,8 +240,7 @@ def run(
     key = checkpoints.experience0_key(
         config, bench.fingerprint, checkpoints.scenario_identity(scenario), strategy.experience0_identity()
     )
-    path = shortcut(strategy)
-    reuse = config.train.reuse_experience0 and path != "retrain" and not strategy.offline()
+    reuse = config.train.reuse_experience0 and takes_cache(strategy)
     print(f"{describe_shortcut(strategy)}.", file=sys.stderr)
 
     with (
@@ -259,7 +258,7 @@ def run(
             cache_key = key if reuse else ""
             _log_params(run_id, config, strategy, scenario, bench, model, device, cache_key, cached is not None)
         else:
-            checkpoint = {"replay": resume, "replay-ends": resume.at_experience_start()}.get(path, resume.restarted())
+            checkpoint = resume.resumed_as(shortcut(strategy))
             print(f"resuming run {run_id} at {_position(resume, names)}", file=sys.stderr)
         experience0_trained = not checkpoint.boundaries and config.train.epochs_of(0) > 0
         checkpointer = checkpoints.Checkpointer(checkpoint, key if reuse else None)

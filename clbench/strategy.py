@@ -55,6 +55,7 @@ __all__ = [
     "require_positive",
     "resolve",
     "shortcut",
+    "takes_cache",
 ]
 
 
@@ -125,6 +126,11 @@ def shortcut(strategy: Strategy) -> Shortcut:
     """How skipped training rebuilds the strategy's state: `replay` experience ends (and continue an interrupted
     experience from its last epoch), `replay-ends` (and start an interrupted experience again), or `retrain`."""
     return _SHORTCUTS.get(strategy.state, "retrain")
+
+
+def takes_cache(strategy: Strategy) -> bool:
+    """Whether the strategy may start from the shared experience-0 cache (when the run allows the cache)."""
+    return shortcut(strategy) != "retrain" and not strategy.offline()
 
 
 def describe_shortcut(strategy: Strategy) -> str:

@@ -38,7 +38,7 @@ from clbench.scenario import PREFIX as SCENARIO_PREFIX
 from clbench.scenario import Scenario
 from clbench.scenario import experience_names as checked_names
 from clbench.scenario import load as load_scenario
-from clbench.strategy import Strategy, instantiate, resolve, shortcut
+from clbench.strategy import Strategy, instantiate, resolve, takes_cache
 from clbench.tracking import CELL_TAG, COMMAND_TAG, ERROR_TAG, KIND_TAG, PARENT_TAG, SWEEP_TAG
 
 CONFIG_SECTIONS = ("data.", "model.", "train.")
@@ -116,7 +116,7 @@ def experience0_group(config: RunConfig, scenario: Scenario, strategy: Strategy)
     """
     data, identity = json.dumps(asdict(config.data)), checkpoints.scenario_identity(scenario)
     key = checkpoints.experience0_key(config, data, identity, strategy.experience0_identity())
-    if shortcut(strategy) == "retrain" or strategy.offline() or not config.train.reuse_experience0:
+    if not (takes_cache(strategy) and config.train.reuse_experience0):
         return f"{key}/{strategy.name}/{json.dumps(strategy.params(), sort_keys=True, default=str)}"
     return key
 
