@@ -155,8 +155,9 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def locked(key: str) -> Iterator[None]:
-    """Hold an exclusive lock on one experience-0 key, across processes; the OS drops it if a holder dies."""
+def locked(key: str, what: str = "experience 0") -> Iterator[None]:
+    """Hold an exclusive lock on one cache key (experience 0's, a reference's), across processes; the OS drops it
+    if a holder dies."""
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; concurrent runs may train experience 0 twice
@@ -168,7 +169,7 @@ def locked(key: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("experience 0: waiting for another run that is training it", file=sys.stderr)
+            print(f"{what}: waiting for another run that is training it", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -213,6 +214,7 @@ class RunCheckpoint:
     epochs_done: int = 0  # its finished epochs
     current: TrainingState | None = None  # the state after those epochs
     logged: int = 0  # experiences whose training and evaluation metrics are in the MLflow run
+    curves: dict[str, Any] = field(default_factory=dict)  # continual evaluation so far (clbench.continual)
 
     def resumed_as(self, shortcut: str) -> RunCheckpoint:
         """What a resume continues from, by the strategy's shortcut (`clbench.strategy.shortcut`)."""
@@ -222,11 +224,13 @@ class RunCheckpoint:
 
     def at_experience_start(self) -> RunCheckpoint:
         """The same run without its mid-experience state: the interrupted experience starts again."""
-        return RunCheckpoint(self.run_id, self.meta, self.boundaries, self.experience, logged=self.logged)
+        return RunCheckpoint(
+            self.run_id, self.meta, self.boundaries, self.experience, logged=self.logged, curves=self.curves
+        )
 
     def restarted(self) -> RunCheckpoint:
         """The same run from its start, remembering what it has logged."""
-        return RunCheckpoint(self.run_id, self.meta, logged=max(self.logged, len(self.boundaries)))
+        return RunCheckpoint(self.run_id, self.meta, logged=max(self.logged, len(self.boundaries)), curves=self.curves)
 
     def to_blob(self) -> dict[str, Any]:
         return {
@@ -238,6 +242,7 @@ class RunCheckpoint:
             "epochs_done": self.epochs_done,
             "current": self.current.to_blob() if self.current is not None else None,
             "logged": self.logged,
+            "curves": self.curves,
         }
 
     @classmethod
@@ -251,6 +256,7 @@ class RunCheckpoint:
             epochs_done=blob["epochs_done"],
             current=TrainingState.from_blob(current) if current is not None else None,
             logged=blob.get("logged", blob["experience"]),  # older checkpoints: every finished experience
+            curves=blob.get("curves", {}),
         )
 
 

@@ -86,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fraction", type=str, help="shortcut for --set scenario.fraction: the fine-tuning share")
     run.add_argument("--seed", type=int)
     _add_shared_run_options(run)
-    run.add_argument("--run-name", help="MLflow run name (default: the strategy's name)")
+    run.add_argument("--run-name", help="MLflow run name (default: strategy · scenario · its settings · seed)")
+    run.add_argument(
+        "--references",
+        action="store_true",
+        default=None,
+        help="also train (once, cached) the from-scratch and joint references: forward transfer, intransigence",
+    )
     run.add_argument(
         "--resume",
         nargs="?",
@@ -115,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "when one holds commas (scenario.order=exist,count;count,exist)",
     )
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once, each in its own process (default: 1)")
+    sweep.add_argument(
+        "--references",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the from-scratch and joint references once per setting and seed, for forward transfer and "
+        "intransigence (default: on)",
+    )
     _add_shared_run_options(sweep)
 
     report = commands.add_parser("report", help="tables and plots of a sweep, from MLflow, into a folder")
@@ -180,6 +193,8 @@ def _base_config(args: argparse.Namespace):
         flags["train.epochs"] = cfg.parse_per_experience(args.epochs, int, "--epochs")  # validate checks ≥ 0
     if args.device is not None:
         flags["device"] = args.device
+    if getattr(args, "references", None) is not None:
+        flags["eval.references"] = args.references
     return cfg.validate(cfg.override(config, flags)), strategy_sets, scenario_sets
 
 

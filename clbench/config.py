@@ -67,6 +67,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """What is measured besides the accuracy matrix; none of it changes what the model learns.
+
+    Continual evaluation: while each experience after the first trains, accuracy on a fixed, seeded subset of
+    `subset` questions of every earlier test set, every `every` iterations (0: off). References: models trained
+    from scratch on each later experience and jointly on all of them, for forward transfer and intransigence
+    (cached, so runs that share them train them once).
+    """
+
+    every: int = 20
+    subset: int = 256
+    references: bool = False
+
+
+@dataclass(frozen=True)
 class RunConfig:
     preset: str = "small"
     seed: int = 0
@@ -74,6 +89,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,6 +112,7 @@ class RunConfig:
             data=DataConfig(**data),
             model=ModelConfig(**values["model"]),
             train=TrainConfig(**train),
+            eval=EvalConfig(**values.get("eval", {})),  # checkpoints written before it existed: the defaults
         )
 
 
@@ -132,6 +149,7 @@ PRESETS: dict[str, RunConfig] = {
             classifier_fc_dim=16,
         ),
         train=TrainConfig(epochs=(1, 1), batch_size=16, eval_batch_size=64, lr=(1e-3,)),
+        eval=EvalConfig(every=2, subset=32),  # a tiny experience has a handful of iterations
     ),
     "small": RunConfig(
         preset="small",
@@ -157,7 +175,7 @@ def preset(name: str) -> RunConfig:
 def override(config: RunConfig, values: Mapping[str, Any], source: str = "--set") -> RunConfig:
     """Apply `section.key: value` overrides (strings parsed by the field's type)."""
     sections = {f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(f.default_factory)}
-    sections |= {"data", "model", "train"}
+    sections |= {"data", "model", "train", "eval"}
     top: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
@@ -169,7 +187,7 @@ def override(config: RunConfig, values: Mapping[str, Any], source: str = "--set"
         else:
             raise ConfigError(
                 f"{source}: unknown config key {key!r}",
-                "use data.*, model.*, train.*, scenario.*, seed or device (see `python -m clbench run --help`)",
+                "use data.*, model.*, train.*, eval.*, scenario.*, seed or device (see `python -m clbench run --help`)",
             )
     for section, items in nested.items():
         current = getattr(config, section)
@@ -259,6 +277,7 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_data(config.data)
     _validate_model(config.model)
     _validate_train(config.train)
+    _validate_eval(config.eval)
     return config
 
 
@@ -317,3 +336,10 @@ def _validate_train(train: TrainConfig) -> None:
         raise ConfigError(f"train.weight_decay={train.weight_decay} is negative", "use 0 or more, e.g. 1e-5")
     if train.num_workers < 0:
         raise ConfigError(f"train.num_workers={train.num_workers} is negative", "use 0 (load in the main process)")
+
+
+def _validate_eval(evaluation: EvalConfig) -> None:
+    if evaluation.every < 0:
+        raise ConfigError(f"eval.every={evaluation.every} is negative", "give iterations ≥ 1, or 0 to turn it off")
+    if evaluation.subset < 1:
+        raise ConfigError(f"eval.subset={evaluation.subset} is below 1", "give eval.subset 1 or more, e.g. 256")

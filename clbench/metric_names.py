@@ -60,3 +60,41 @@ def film_drift_prefix(test: str) -> str:
 def film_drift(test: str, block: str, stat: str) -> str:
     """How far gamma/beta moved on `test` from the end of the first experience to the end of the last."""
     return f"{film_drift_prefix(test)}{block}/{stat}"
+
+
+# --- the measures of clbench.measures (definitions and papers: docs/measures.md) ----------------------------
+LEARNING_ACCURACY = "learning_accuracy"  # mean of the accuracy matrix's diagonal
+NORMALISED_FORGETTING = "normalised_forgetting"  # mean over earlier test sets of forgetting / (peak − chance)
+FORWARD_TRANSFER = "forward_transfer"  # mean over later experiences of R[j][j] − from-scratch accuracy
+INTRANSIGENCE = "intransigence"  # mean over later experiences of joint accuracy − R[j][j]
+NEGATIVE_FLIPS = "negative_flip_rate"  # mean over earlier test sets: right when learned, wrong at the end
+POSITIVE_FLIPS = "positive_flip_rate"
+MIN_ACC = "continual/min_acc"  # mean over earlier test sets of their lowest accuracy since learned
+WC_ACC = "continual/wc_acc"  # worst-case accuracy after the last experience
+
+
+def per_test(measure: str, test: str) -> str:
+    """A measure's value for one test set, e.g. `forward_transfer/CLEVR-Humans`."""
+    return f"{measure}/{test}"
+
+
+def type_forgetting(test: str, question_type: str) -> str:
+    return f"type_forgetting/{test}/{question_type}"
+
+
+def reference_accuracy(reference: str, test: str) -> str:
+    """Accuracy of a reference model ("scratch" or "joint") on `test`."""
+    return f"reference/{reference}/{test}"
+
+
+CONTINUAL_PREFIX = "continual/during_"
+
+
+def continual(during: str, test: str) -> str:
+    """Stepped: accuracy on the subset of `test` at each evaluated iteration of experience `during`."""
+    return f"{CONTINUAL_PREFIX}{during}/{test}"
+
+
+def continual_measure(during: str, test: str, stat: str) -> str:
+    """min_accuracy, stability_gap or recovery_iterations of one continual-evaluation curve."""
+    return f"continual_{stat}/during_{during}/{test}"

@@ -18,6 +18,13 @@ from avalanche.evaluation.metric_definitions import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 
 TYPE_METRIC = "Acc_QType"
+TEST_STREAM = "test_stream"
+
+
+def accuracy_key(experience: int) -> str:
+    """Avalanche's name for a test experience's accuracy; our experiences carry task labels (always 0), so the
+    name holds the task."""
+    return f"Top1_Acc_Exp/eval_phase/{TEST_STREAM}/Task000/Exp{experience:03d}"
 
 
 def type_metric_name(stream: str, experience: int, type_name: str) -> str:
@@ -68,6 +75,40 @@ class QuestionTypeAccuracy(PluginMetric[dict[str, float]]):
 
     def __str__(self) -> str:
         return TYPE_METRIC
+
+
+class Predictions(PluginMetric[dict[int, np.ndarray]]):
+    """Each evaluated experience's predicted and true answers, question by question, as a [2, questions] array
+    (the eval loader does not shuffle, so two evaluations of one test set pair up): what flip rates compare.
+    Avalanche keeps no predictions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._predictions: dict[int, np.ndarray] = {}
+        self._parts: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        self._predictions = {}
+
+    def result(self) -> dict[int, np.ndarray]:
+        return dict(self._predictions)
+
+    def before_eval(self, strategy) -> None:
+        self.reset()
+
+    def before_eval_exp(self, strategy) -> None:
+        self._parts = []
+
+    def after_eval_iteration(self, strategy) -> None:
+        self._parts.append(torch.stack([strategy.mb_output.argmax(dim=1), strategy.mb_y]).cpu())
+
+    def after_eval_exp(self, strategy) -> None:
+        if self._parts:
+            self._predictions[strategy.experience.current_experience] = torch.cat(self._parts, dim=1).numpy()
+        self._parts = []
+
+    def __str__(self) -> str:
+        return "Predictions"
 
 
 # --- gamma/beta: how FiLM conditions the network (the paper's Section 7.1 and Figure 5) ----------------------

@@ -6,6 +6,7 @@ safe in worker processes and on machines without a display.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,56 @@ def _visible_range(part: pd.DataFrame, tail: float = 0.005) -> tuple[float, floa
     low = float(left[np.searchsorted(share, tail)])
     high = float(right[min(np.searchsorted(share, 1 - tail), len(share) - 1)])
     return min(low, -0.5), max(high, 0.5)
+
+
+def accuracy_matrices(mats: dict[str, pd.DataFrame]) -> Figure:
+    """One heatmap of the mean accuracy matrix per strategy (and order)."""
+    count = len(mats)
+    size = max(len(m) for m in mats.values())
+    label_width = max(len(str(name)) for m in mats.values() for name in m.index)
+    columns = min(count, 3 if label_width < 12 else 2)
+    rows = -(-count // columns)
+    width = 1.2 + 0.08 * label_width + 0.75 * size
+    figure = Figure(figsize=(columns * width + 1, rows * (1.6 + 0.08 * label_width + 0.6 * size)), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for ax, (label, mat) in zip(axes, mats.items(), strict=False):
+        image = ax.imshow(100 * mat.to_numpy(), vmin=0, vmax=100, cmap="viridis")
+        for (i, j), value in np.ndenumerate(100 * mat.to_numpy()):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "k")
+        ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=35, ha="right", fontsize=7)
+        position = list(mats).index(label)
+        left = list(mats.values())[position - 1] if position % columns else None
+        same_rows = left is not None and list(left.index) == list(mat.index)  # labelled by its left neighbour
+        ax.set_yticks(range(len(mat.index)), [] if same_rows else mat.index, fontsize=7)
+        ax.set_title(textwrap.fill(label.replace(",", ", "), 48), fontsize=8)
+        ax.set_xlabel("tested on", fontsize=7)
+    for ax in axes[count:]:
+        ax.axis("off")
+    axes[0].set_ylabel("after training on", fontsize=7)
+    figure.colorbar(image, ax=list(axes), shrink=0.7, label="accuracy (%)")
+    figure.suptitle("Accuracy matrix, mean across seeds", fontsize=10)
+    return figure
+
+
+def continual_curves(
+    frame: pd.DataFrame, hue: str, title: str, ylabel: str = "accuracy on the old test set (%)"
+) -> Figure:
+    """Old-task accuracy against the iteration of the experience that trains: one line per `hue` value.
+
+    `frame` has columns iteration, accuracy and `hue`, and optionally low/high for a band (an interval across
+    seeds). The first point of each line is where the experience started; a dip below it is the stability gap.
+    """
+    figure = Figure(figsize=(7.5, 4))
+    ax = figure.subplots()
+    for k, (label, part) in enumerate(frame.groupby(hue, sort=False)):
+        part = part.sort_values("iteration")
+        colour = f"C{k % 10}"
+        ax.plot(part["iteration"], 100 * part["accuracy"], color=colour, lw=1.3, label=str(label))
+        if {"low", "high"} <= set(part) and part["low"].notna().any():
+            ax.fill_between(part["iteration"], 100 * part["low"], 100 * part["high"], color=colour, alpha=0.15, lw=0)
+    ax.set_xlabel("iteration of the experience being trained")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), title=hue, title_fontsize=7)
+    ax.set_title(title, fontsize=10)
+    return figure

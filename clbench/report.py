@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from clbench import metric_names, plots, tracking
+from clbench import measures, metric_names, plots, tracking
+from clbench import report_measures as rm
 from clbench.data.spec import QUESTION_TYPES
 from clbench.errors import ConfigError
 from clbench.paths import writable_folder
+from clbench.report_measures import mean_ci
 from clbench.tracking import CELL_TAG, COMMAND_TAG, KIND_TAG, PARENT_TAG
 
 BEFORE = plots.REFERENCE  # "before fine-tuning": the model after experience 0, which every strategy starts from
@@ -155,18 +156,6 @@ def _param_column(frame: pd.DataFrame, axis: str) -> str:
     raise ConfigError(f"the sweep's runs have no param {axis!r}", "re-run the sweep with this version of clbench")
 
 
-def _mean_std(frame: pd.DataFrame, by: list[str], columns: dict[str, str]) -> pd.DataFrame:
-    """mean, std and n of each column per group, named `<name>_mean`, `<name>_std`, `n`."""
-    grouped = frame.groupby(by, sort=True)
-    out = pd.concat(
-        {name: grouped[column].agg(["mean", "std"]) for name, column in columns.items() if column in frame},
-        axis=1,
-    )
-    out.columns = [f"{name}_{stat}" for name, stat in out.columns]
-    out["n"] = grouped.size()
-    return out
-
-
 def strategy_order(cells: pd.DataFrame) -> list[str]:
     """The lower bound, regularisers, rehearsal, FiLM's own, then the references; others after."""
     preferred = [
@@ -193,7 +182,7 @@ def final_table(runs: SweepRuns) -> pd.DataFrame:
         "average forgetting": metric_names.AVERAGE_FORGETTING,
         "bwt": metric_names.BWT,
     }
-    return _mean_std(at_largest_fraction(runs.cells), ["strategy", *runs.settings], columns)
+    return mean_ci(at_largest_fraction(runs.cells), ["strategy", *runs.settings], columns)
 
 
 COST = {
@@ -208,14 +197,14 @@ COST = {
 def cost_table(runs: SweepRuns) -> pd.DataFrame:
     """Per strategy and setting, at the largest fraction: what a run cost (sweeps from before costs were logged:
     wall time only)."""
-    return _mean_std(at_largest_fraction(runs.cells), ["strategy", *runs.settings], COST)
+    return mean_ci(at_largest_fraction(runs.cells), ["strategy", *runs.settings], COST)
 
 
 def accuracy_table(runs: SweepRuns) -> pd.DataFrame:
     """Per strategy and fraction: accuracy on the first and last test sets, after the last experience and before."""
     first, last = runs.first, runs.last
     names = runs.experiences
-    return _mean_std(
+    return mean_ci(
         runs.cells,
         ["strategy", *runs.settings, FRACTION],
         {
@@ -232,7 +221,7 @@ def forgetting_table(runs: SweepRuns) -> pd.DataFrame:
     by = ["strategy", *runs.settings, *([FRACTION] if FRACTION in runs.cells else [])]
     columns = {t: metric_names.forgetting(t) for t in runs.forgettable}
     columns |= {"average": metric_names.AVERAGE_FORGETTING, "bwt": metric_names.BWT}
-    return _mean_std(runs.cells, by, columns)
+    return mean_ci(runs.cells, by, columns)
 
 
 def matrix(cells: pd.DataFrame) -> pd.DataFrame:
@@ -254,9 +243,9 @@ def matrices(runs: SweepRuns) -> dict[str, pd.DataFrame]:
 
 
 def order_table(runs: SweepRuns) -> pd.DataFrame:
-    """Order sensitivity: per order and strategy, the final average accuracy and forgetting (mean ± std)."""
+    """Order sensitivity: per order and strategy, the final average accuracy and forgetting (mean ± CI)."""
     columns = {"average accuracy": metric_names.AVERAGE_ACCURACY, "average forgetting": metric_names.AVERAGE_FORGETTING}
-    return _mean_std(at_largest_fraction(runs.cells), [ORDER, "strategy"], columns)
+    return mean_ci(at_largest_fraction(runs.cells), [ORDER, "strategy"], columns)
 
 
 def per_type_table(runs: SweepRuns) -> pd.DataFrame:
@@ -340,9 +329,9 @@ def film_histograms(runs: SweepRuns) -> pd.DataFrame:
 # --- figures -------------------------------------------------------------------------------------------------
 
 
-def _band(ax, x, mean, std, label: str, **style) -> None:
+def _band(ax, x, mean, half, label: str, **style) -> None:
     line = ax.plot(x, mean, marker="o", ms=3, label=label, **style)[0]
-    ax.fill_between(x, mean - std.fillna(0), mean + std.fillna(0), color=line.get_color(), alpha=0.15)
+    ax.fill_between(x, mean - half.fillna(0), mean + half.fillna(0), color=line.get_color(), alpha=0.15)
 
 
 def accuracy_figure(runs: SweepRuns, table: pd.DataFrame, references: dict[str, dict[str, float]]) -> Figure:
@@ -353,8 +342,8 @@ def accuracy_figure(runs: SweepRuns, table: pd.DataFrame, references: dict[str, 
     for keys, part in table.groupby(level=list(range(table.index.nlevels - 1)), sort=False):
         label = " · ".join(str(k) for k in (keys if isinstance(keys, tuple) else (keys,)))
         part = part.droplevel(list(range(table.index.nlevels - 1)))
-        _band(left, part.index, part["new_after_mean"], part["new_after_std"], label)
-        _band(right, part.index, part["old_after_mean"], part["old_after_std"], label)
+        _band(left, part.index, part["new_after_mean"], part["new_after_ci"], label)
+        _band(right, part.index, part["old_after_mean"], part["old_after_ci"], label)
     before = table[["new_before_mean", "old_before_mean"]].mean()
     for ax, test, key in ((left, last, "new_before_mean"), (right, first, "old_before_mean")):
         ax.axhline(before[key], color="black", ls="--", lw=1, label=f"after {first} only, before fine-tuning")
@@ -370,12 +359,13 @@ def accuracy_figure(runs: SweepRuns, table: pd.DataFrame, references: dict[str, 
     left.set_title(f"Learning {last} (the paper's Figure 9)", fontsize=10)
     right.set_title(f"Remembering {first}", fontsize=10)
     right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    figure.suptitle("mean ± std across seeds", fontsize=9)
+    figure.suptitle("mean ± 95 % CI across seeds (t-distribution)", fontsize=9)
     return figure
 
 
 def stability_plasticity_figure(runs: SweepRuns, final: pd.DataFrame) -> Figure:
-    """One point per strategy: accuracy on the last experience's test set against average forgetting, ± std."""
+    """The stability–plasticity frontier: one point per strategy, accuracy on the last experience's test set
+    against average forgetting, with 95 % t-intervals across seeds on both."""
     figure = Figure(figsize=(7, 5))
     ax = figure.subplots()
     new, old = f"final {runs.last}", "average forgetting"
@@ -386,13 +376,13 @@ def stability_plasticity_figure(runs: SweepRuns, final: pd.DataFrame) -> Figure:
             ax.axvline(x, color="grey", ls="--", lw=1)
             ax.annotate(f"{label} (offline)", (x, 0), xytext=(3, 3), textcoords="offset points", fontsize=7)
             continue
-        xerr, yerr = 100 * np.nan_to_num(row[f"{new}_std"]), 100 * np.nan_to_num(row[f"{old}_std"])
+        xerr, yerr = 100 * np.nan_to_num(row[f"{new}_ci"]), 100 * np.nan_to_num(row[f"{old}_ci"])
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2, color=f"C{k % 10}")
         ax.annotate(label, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel(f"{runs.last} accuracy at the end (%)  → more plastic")
     ax.set_ylabel("average forgetting (points)  ↓ more stable")
-    ax.set_title("Stability against plasticity, mean ± std across seeds", fontsize=10)
+    ax.set_title("Stability against plasticity, mean ± 95 % CI across seeds", fontsize=10)
     ax.grid(alpha=0.3)
     return figure
 
@@ -414,44 +404,15 @@ def forgetting_figure(runs: SweepRuns, table: pd.DataFrame) -> Figure:
     width = 0.8 / len(groups)
     for k, (name, part, test) in enumerate(groups):
         rows = part.set_index("label").reindex(labels)
-        mean, std = 100 * rows[f"{test}_mean"], 100 * rows[f"{test}_std"].fillna(0)
+        mean, half = 100 * rows[f"{test}_mean"], 100 * rows[f"{test}_ci"].fillna(0)
         x = np.arange(len(labels)) + (k - (len(groups) - 1) / 2) * width
-        ax.bar(x, mean, width, yerr=std.to_numpy(), capsize=2, label=name)
+        ax.bar(x, mean, width, yerr=half.to_numpy(), capsize=2, label=name)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(np.arange(len(labels)), labels, rotation=20 if len(labels) > 6 else 0, fontsize=8)
     ax.set_ylabel(what)
     ax.legend(title=legend, fontsize=8, title_fontsize=8)
-    ax.set_title(f"Forgetting after the last experience ({runs.last}), mean ± std across seeds", fontsize=10)
+    ax.set_title(f"Forgetting after the last experience ({runs.last}), mean ± 95 % CI across seeds", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    return figure
-
-
-def matrix_figure(mats: dict[str, pd.DataFrame]) -> Figure:
-    """One heatmap of the mean accuracy matrix per strategy (and order)."""
-    count = len(mats)
-    size = max(len(m) for m in mats.values())
-    label_width = max(len(str(name)) for m in mats.values() for name in m.index)
-    columns = min(count, 3 if label_width < 12 else 2)
-    rows = -(-count // columns)
-    width = 1.2 + 0.08 * label_width + 0.75 * size
-    figure = Figure(figsize=(columns * width + 1, rows * (1.6 + 0.08 * label_width + 0.6 * size)), layout="constrained")
-    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
-    for ax, (label, mat) in zip(axes, mats.items(), strict=False):
-        image = ax.imshow(100 * mat.to_numpy(), vmin=0, vmax=100, cmap="viridis")
-        for (i, j), value in np.ndenumerate(100 * mat.to_numpy()):
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value < 60 else "k")
-        ax.set_xticks(range(len(mat.columns)), mat.columns, rotation=35, ha="right", fontsize=7)
-        position = list(mats).index(label)
-        left = list(mats.values())[position - 1] if position % columns else None
-        same_rows = left is not None and list(left.index) == list(mat.index)  # labelled by its left neighbour
-        ax.set_yticks(range(len(mat.index)), [] if same_rows else mat.index, fontsize=7)
-        ax.set_title(textwrap.fill(label.replace(",", ", "), 48), fontsize=8)
-        ax.set_xlabel("tested on", fontsize=7)
-    for ax in axes[count:]:
-        ax.axis("off")
-    axes[0].set_ylabel("after training on", fontsize=7)
-    figure.colorbar(image, ax=list(axes), shrink=0.7, label="accuracy (%)")
-    figure.suptitle("Accuracy matrix, mean across seeds", fontsize=10)
     return figure
 
 
@@ -474,20 +435,22 @@ def per_type_figure(table: pd.DataFrame, test: str) -> Figure:
 # --- writing -------------------------------------------------------------------------------------------------
 
 
-def _pm(table: pd.DataFrame, name: str, scale: float = 100.0) -> pd.Series:
-    """`mean ± std` strings (the mean alone where a group has one seed; – where it has no value)."""
-    mean, std = scale * table[f"{name}_mean"], scale * table[f"{name}_std"]
-    text = mean.map("{:.1f}".format) + (" ± " + std.map("{:.1f}".format)).where(std.notna(), "")
+def _pm(table: pd.DataFrame, name: str, scale: float = 100.0, digits: int = 1) -> pd.Series:
+    """`mean ± half-width of the 95 % t-interval` strings (the mean alone where a group has one seed; – where it
+    has no value)."""
+    mean, ci = scale * table[f"{name}_mean"], scale * table[f"{name}_ci"]
+    number = f"{{:.{digits}f}}".format
+    text = mean.map(number) + (" ± " + ci.map(number)).where(ci.notna(), "")
     return text.where(mean.notna(), "–")
 
 
-def _markdown(table: pd.DataFrame, order: list[str]) -> str:
+def _markdown(table: pd.DataFrame, order: list[str], **options: Any) -> str:
     """A table in strategy order, its (strategy, setting) rows labelled `strategy · setting`."""
     rank = {strategy: i for i, strategy in enumerate(order)}
     table = table.iloc[np.argsort([rank.get(_first(k), len(rank)) for k in table.index], kind="stable")]
     if isinstance(table.index, pd.MultiIndex):
         table = table.set_axis([" · ".join(map(str, k)) for k in table.index])
-    return table.to_markdown()
+    return table.to_markdown(**options)
 
 
 @dataclass
@@ -503,6 +466,11 @@ class _Report:
     cost: pd.DataFrame = field(default_factory=pd.DataFrame)
     film: pd.DataFrame = field(default_factory=pd.DataFrame)
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)
+    measures: pd.DataFrame = field(default_factory=pd.DataFrame)  # clbench.measures per strategy, mean ± CI
+    comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # each strategy against naive, paired by seed
+    auc: pd.DataFrame = field(default_factory=pd.DataFrame)  # a fraction grid only
+    type_forgetting: pd.DataFrame = field(default_factory=pd.DataFrame)
+    continual: pd.DataFrame = field(default_factory=pd.DataFrame)  # every cell's curve during the last experience
     figures: dict[str, Figure] = field(default_factory=dict)
 
 
@@ -511,18 +479,38 @@ def _tables(runs: SweepRuns, references: dict[str, dict[str, float]]) -> _Report
     report = _Report(final_table(runs), forgetting_table(runs), matrices(runs), cost=cost_table(runs))
     primary = runs.first_order()
     report.per_type, report.film, report.drift = per_type_table(primary), film_table(primary), drift_table(primary)
+    _measures(runs, report)
     if fractions > 1:
         report.accuracy = accuracy_table(runs)
         report.figures["accuracy_vs_fraction.png"] = accuracy_figure(runs, report.accuracy, references)
+        report.auc = rm.auc_table(runs.cells, runs.settings, FRACTION, runs.last)
     if ORDER in runs.axes and runs.cells[ORDER].nunique() > 1:
         report.orders = order_table(runs)
     report.figures["forgetting.png"] = forgetting_figure(runs, report.forgetting)
     if runs.cells["strategy"].nunique() > 1 and runs.forgettable:
         report.figures["stability_plasticity.png"] = stability_plasticity_figure(runs, report.final)
-    report.figures["accuracy_matrix.png"] = matrix_figure(report.matrices)
+    report.figures["accuracy_matrix.png"] = plots.accuracy_matrices(report.matrices)
     if not report.per_type.empty:
         report.figures["per_type_accuracy.png"] = per_type_figure(report.per_type, primary.first)
     return report
+
+
+def _measures(runs: SweepRuns, report: _Report) -> None:
+    """The measures of clbench.measures per strategy, the comparison with naive, and their figures."""
+    order = strategy_order(runs.cells)
+    last = rm.with_derived(at_largest_fraction(runs.cells), runs.last)
+    report.measures = rm.measures_table(last, ["strategy", *runs.settings])
+    report.comparison = rm.comparison_table(last, runs.settings)
+    primary = runs.first_order()
+    report.type_forgetting = rm.type_forgetting_table(at_largest_fraction(primary.cells), primary.first, order)
+    if not report.type_forgetting.empty:
+        figure = rm.type_forgetting_figure(report.type_forgetting, primary.first)
+        report.figures["type_forgetting.png"] = figure
+    during, test = primary.experiences[-1], primary.first
+    if metric_names.continual(during, test) in primary.cells:
+        report.continual = rm.continual_frame(at_largest_fraction(primary.cells), during, test)
+        if not report.continual.empty:
+            report.figures["continual_eval.png"] = rm.continual_curves_figure(report.continual, during, test)
 
 
 def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_command: str = "") -> list[Path]:
@@ -538,7 +526,8 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
     writable_folder(out, "--out")
     staging = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
-        keep = r"^(run_id|strategy|seed|scenario\.|accuracy/|forgetting/|average_|bwt($|/)|cost/|wall_time_s$)"
+        keep = r"^(run_id|strategy|seed|scenario\.|accuracy/|forgetting/|average_|bwt($|/)|cost/|wall_time_s$"
+        keep += r"|learning_accuracy|normalised_forgetting|forward_transfer|intransigence|.*_flip_rate|continual)"
         runs.cells.filter(regex=keep).to_csv(staging / "cells.csv", index=False)
         report.final.to_csv(staging / "final.csv")
         report.forgetting.to_csv(staging / "forgetting.csv")
@@ -553,6 +542,16 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
                 table.to_csv(staging / f"{name}.csv")
         if not report.drift.empty:
             report.drift.to_csv(staging / "gamma_beta_drift.csv")
+        for name, table in (
+            ("measures", report.measures),
+            ("comparison_with_naive", report.comparison),
+            ("area_under_fraction_curve", report.auc),
+            ("type_forgetting", report.type_forgetting),
+        ):
+            if not table.empty:
+                table.to_csv(staging / f"{name}.csv")
+        if not report.continual.empty:
+            report.continual.to_csv(staging / "continual_eval.csv", index=False)
         for name, figure in report.figures.items():
             plots.save(figure, staging / name)
         if not histograms.empty:
@@ -627,7 +626,16 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
             headline[name] = _pm(report.cost, name, scale).reindex(headline.index)
     headline["seeds"] = report.final["n"]
     order = strategy_order(cells)
-    lines += [f"## After the last experience{largest}, mean ± std across seeds", "", _markdown(headline, order), ""]
+    lines += [
+        f"## After the last experience{largest}",
+        "",
+        f"Mean ± half-width of the 95 % confidence interval across seeds (t-distribution with n − 1 degrees of "
+        f"freedom; n is the seeds column, {', '.join(map(str, sorted(report.final['n'].unique())))} here; one "
+        "seed: the mean alone).",
+        "",
+        _markdown(headline, order),
+        "",
+    ]
     if "train time (s)" in headline:
         lines += [
             "Train time is the run's own training: a run that started from the cached first-experience model did "
@@ -637,6 +645,7 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
         ]
     if "stability_plasticity.png" in report.figures:
         lines += ["## Stability and plasticity", "", "![stability and plasticity](stability_plasticity.png)", ""]
+    lines += _measures_markdown(runs, report, order)
     if report.accuracy is not None:
         lines += [
             f"## {last} accuracy (%) against the fraction of its data used (the paper's Figure 9)",
@@ -696,3 +705,57 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
 
 def _first(key: Any) -> str:
     return key[0] if isinstance(key, tuple) else key
+
+
+def _measures_markdown(runs: SweepRuns, report: _Report, order: list[str]) -> list[str]:
+    lines: list[str] = []
+    if not report.comparison.empty:
+        lines += [
+            "## Against naive fine-tuning",
+            "",
+            f"Each strategy minus naive fine-tuning with the same settings and seed: mean difference ± 95 % CI, and "
+            f"the {measures.PAIRED_TEST}. A difference counts only where that test finds one.",
+            "",
+            _markdown(rm.comparison_markdown(report.comparison), order, disable_numparse=True),
+            "",
+        ]
+    if not report.measures.empty:
+        table = pd.DataFrame(index=report.measures.index)
+        for name in rm.MEASURES:
+            if f"{name}_mean" in report.measures:
+                scale, digits = (100.0, 1) if name in rm.POINTS else (1.0, 0 if "iterations" in name else 2)
+                table[name] = _pm(report.measures, name, scale, digits)
+        table["seeds"] = report.measures["n"]
+        lines += [
+            "## Transfer, flips and the stability gap",
+            "",
+            "Definitions in `docs/measures.md`. Accuracies, transfer, flip rates and the gap in points (%); "
+            "normalised forgetting as a share of what was learned above the majority answer; recovery in "
+            "iterations from the lowest point until back within 1 point of the final value; forward transfer "
+            "and intransigence need the reference runs (`eval.references`).",
+            "",
+            _markdown(table, order),
+            "",
+        ]
+    if "continual_eval.png" in report.figures:
+        lines += ["![continual evaluation](continual_eval.png)", ""]
+    if not report.auc.empty:
+        auc = pd.DataFrame({"area under the curve (%)": _pm(report.auc, "area under the curve")})
+        auc["seeds"] = report.auc["n"]
+        lines += [
+            f"Area under {runs.last} accuracy against the fraction of its data (divided by the span of fractions: a "
+            "mean accuracy over it):",
+            "",
+            _markdown(auc, order),
+            "",
+        ]
+    if not report.type_forgetting.empty:
+        lines += [
+            f"## {runs.first_order().first} forgetting per question type (points)",
+            "",
+            "![type forgetting](type_forgetting.png)",
+            "",
+            (100 * report.type_forgetting).round(1).to_markdown(),
+            "",
+        ]
+    return lines

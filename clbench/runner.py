@@ -6,6 +6,7 @@ evaluate each experience → results, logged to MLflow.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
@@ -28,12 +29,21 @@ from avalanche.evaluation.metrics import (
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
-from clbench import checkpoints, cost, metric_names, plots, tracking
+from clbench import checkpoints, continual, cost, measures, metric_names, plots, references, tracking
 from clbench.benchmark import Benchmark, BuildContext
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
 from clbench.film import FiLM, count_parameters
-from clbench.metrics import FiLMSnapshot, FiLMStatistics, QuestionTypeAccuracy, film_drift, type_metric_name
+from clbench.metrics import (
+    TEST_STREAM,
+    FiLMSnapshot,
+    FiLMStatistics,
+    Predictions,
+    QuestionTypeAccuracy,
+    accuracy_key,
+    film_drift,
+    type_metric_name,
+)
 from clbench.scenario import DEFAULT as DEFAULT_SCENARIO
 from clbench.scenario import PREFIX as SCENARIO_PREFIX
 from clbench.scenario import Scenario
@@ -41,13 +51,6 @@ from clbench.scenario import experience_names as checked_names
 from clbench.scenario import load as load_scenario
 from clbench.strategy import Strategy, describe_shortcut, shortcut, takes_cache
 from clbench.training import FiLMTemplate, ProgressBar, amp_dtype, template_class
-
-TEST_STREAM = "test_stream"
-
-
-def accuracy_key(experience: int) -> str:
-    """Avalanche's name for it; its experiences carry task labels (always 0), so the name holds the task."""
-    return f"Top1_Acc_Exp/eval_phase/{TEST_STREAM}/Task000/Exp{experience:03d}"
 
 
 @dataclass
@@ -66,39 +69,54 @@ class RunResult:
     film_histograms: pd.DataFrame = field(default_factory=pd.DataFrame)
     cost: dict[str, float] = field(default_factory=dict)  # see clbench.cost; named in metric_names (cost/...)
 
+    continual: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (during, test): min, gap, recovery
+    continual_summary: dict[str, float] = field(default_factory=dict)  # min_acc, wc_acc
+    curves: dict[str, Any] = field(default_factory=dict)  # the continual-evaluation points (clbench.continual)
+    flips: pd.DataFrame = field(default_factory=pd.DataFrame)  # per earlier test set: negative, positive rate
+    type_forgetting: pd.DataFrame = field(default_factory=pd.DataFrame)  # earlier test set × question type
+    references: dict[str, dict[str, float]] = field(default_factory=dict)  # "scratch"/"joint" → test → accuracy
+
+    # The measures, each defined in clbench.measures.
     @property
     def forgetting(self) -> dict[str, float]:
         """Per test set of an earlier experience: its best accuracy since it was learned minus its final one."""
-        last = len(self.accuracy) - 1
-        return {
-            col: float(self.accuracy[col].iloc[j:last].max() - self.accuracy[col].iloc[last])
-            for j, col in enumerate(self.accuracy.columns[:last])
-        }
+        return measures.forgetting(self.accuracy)
 
     @property
     def average_forgetting(self) -> float:
-        values = list(self.forgetting.values())
-        return float(sum(values) / len(values)) if values else 0.0
+        return measures.mean(self.forgetting) if self.forgetting else 0.0
 
     @property
     def average_accuracy(self) -> float:
-        """Mean of the last row: accuracy over every test set at the end."""
-        return float(self.accuracy.iloc[-1].mean())
+        return measures.average_accuracy(self.accuracy)
+
+    @property
+    def learning_accuracy(self) -> float:
+        return measures.learning_accuracy(self.accuracy)
 
     @property
     def backward_transfer(self) -> dict[str, float]:
         """Per test set of an earlier experience j: R[last][j] − R[j][j] (negative: forgotten)."""
-        last = len(self.accuracy) - 1
-        return {
-            test: float(self.accuracy.iloc[last, j] - self.accuracy.iloc[j, j])
-            for j, test in enumerate(self.accuracy.columns[:last])
-        }
+        return measures.backward_transfer(self.accuracy)
 
     @property
     def bwt(self) -> float:
         """BWT: the mean of `backward_transfer`."""
-        values = list(self.backward_transfer.values())
-        return float(sum(values) / len(values)) if values else 0.0
+        return measures.mean(self.backward_transfer) if self.backward_transfer else 0.0
+
+    @property
+    def normalised_forgetting(self) -> dict[str, float]:
+        return measures.normalised_forgetting(self.accuracy, self.majority_baseline)
+
+    @property
+    def forward_transfer(self) -> dict[str, float]:
+        scratch = self.references.get("scratch")
+        return measures.forward_transfer(self.accuracy, scratch) if scratch and len(self.accuracy) > 1 else {}
+
+    @property
+    def intransigence(self) -> dict[str, float]:
+        joint = self.references.get("joint")
+        return measures.intransigence(self.accuracy, joint) if joint and len(self.accuracy) > 1 else {}
 
     def summary(self) -> str:
         pct = self.accuracy.map(lambda v: f"{100 * v:5.1f}")
@@ -111,6 +129,7 @@ class RunResult:
             lines.append(f"Forgetting: {forget}{average}    BWT: {100 * self.bwt:+.1f} pts")
         else:
             lines.append("Forgetting: none to measure (one row: trained once, on everything)")
+        lines += self._measures_lines()
         if not self.per_type.empty:
             lines += [
                 "",
@@ -130,6 +149,35 @@ class RunResult:
             lines.append("\n" + _describe_cost(self.cost))
         lines.append(f"\nWall time: {self.wall_time_s:.1f} s    MLflow run: {self.run_id}")
         return "\n".join(lines)
+
+    def _measures_lines(self) -> list[str]:
+        lines = [f"Learning accuracy (each experience right after training on it): {100 * self.learning_accuracy:.1f}%"]
+        if self.forgetting:
+            normalised = ", ".join(f"{k} {v:.2f}" for k, v in self.normalised_forgetting.items())
+            lines.append(f"Forgetting as a share of what was learned above the majority answer: {normalised}")
+        for test, row in self.flips.iterrows():
+            lines.append(
+                f"{test}: {100 * row['negative']:.1f}% of questions answered right when learned and wrong at the "
+                f"end (negative flips), {100 * row['positive']:.1f}% the reverse"
+            )
+        for name, values in (("Forward transfer", self.forward_transfer), ("Intransigence", self.intransigence)):
+            if values:
+                lines.append(f"{name}: " + ", ".join(f"{k} {100 * v:+.1f} pts" for k, v in values.items()))
+        for (during, test), row in self.continual.iterrows():
+            recovery = row["recovery_iterations"]
+            recovered = f"back within 1 pt of its final value {recovery:.0f} iterations after its lowest point"
+            lines.append(
+                f"While {during} trained, {test} fell to {100 * row['min_accuracy']:.1f}% (a stability gap of "
+                f"{100 * row['stability_gap']:.1f} pts) and was {recovered}"
+                if recovery == recovery
+                else f"While {during} trained, {test} fell to {100 * row['min_accuracy']:.1f}%"
+            )
+        if self.continual_summary:
+            lines.append(
+                f"min-ACC {100 * self.continual_summary['min_acc']:.1f}%, "
+                f"WC-ACC {100 * self.continual_summary['wc_acc']:.1f}% (De Lange et al. 2023)"
+            )
+        return lines
 
 
 def _describe_cost(values: dict[str, float]) -> str:
@@ -194,6 +242,7 @@ class _Measured:
     accuracy: list[float]
     film: dict[int, FiLMSnapshot]
     per_type: dict[tuple[str, str], dict[str, float]]
+    predictions: dict[int, Any] = field(default_factory=dict)  # test experience → [2, questions]: predicted, true
 
 
 def run(
@@ -241,10 +290,11 @@ def run(
         config, bench.fingerprint, checkpoints.scenario_identity(scenario), strategy.experience0_identity()
     )
     reuse = config.train.reuse_experience0 and takes_cache(strategy)
+    run_name = run_name or tracking.run_name(strategy.name, scenario.name, scenario.params(), config.seed)
     print(f"{describe_shortcut(strategy)}.", file=sys.stderr)
 
     with (
-        tracking.mlflow_run(experiment, run_name or strategy.name, resume.run_id if resume else run_id) as run_id,
+        tracking.mlflow_run(experiment, run_name, resume.run_id if resume else run_id) as run_id,
         ExitStack() as experience0_lock,
     ):
         # -- restore: from the run's own checkpoint, or the experience-0 cache, or nothing
@@ -252,7 +302,7 @@ def run(
             if reuse:  # runs sharing experience 0 (a sweep's cells) wait here while one of them trains it
                 experience0_lock.enter_context(checkpoints.locked(key))
             cached = checkpoints.load(key) if reuse else None
-            meta = {"experiment": experiment, "run_name": run_name or strategy.name, "tracking_uri": uri}
+            meta = {"experiment": experiment, "run_name": run_name, "tracking_uri": uri}
             meta |= _what_to_resume(config, strategy, scenario, strategy_spec, scenario_spec)
             checkpoint = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
             cache_key = key if reuse else ""
@@ -262,9 +312,12 @@ def run(
             print(f"resuming run {run_id} at {_position(resume, names)}", file=sys.stderr)
         experience0_trained = not checkpoint.boundaries and config.train.epochs_of(0) > 0
         checkpointer = checkpoints.Checkpointer(checkpoint, key if reuse else None)
-        film_stats = FiLMStatistics()
+        film_stats, predictions = FiLMStatistics(), Predictions()
         logger = tracking.MLflowLogger(run_id)
-        template = _template(config, model, bench, strategy, checkpointer, logger, film_stats, device, progress)
+        watcher = _continual_evaluation(config, bench, strategy, checkpoint, logger)
+        template = _template(
+            config, model, bench, strategy, [checkpointer, watcher], logger, [film_stats, predictions], device, progress
+        )
 
         # -- train and evaluate each experience (an offline strategy: once, on all of them)
         measured: list[_Measured] = []
@@ -278,15 +331,21 @@ def run(
             for i, experience in enumerate(stream):
                 with logger.muted(i < checkpoint.logged):  # a resumed run's finished experiences: logged already
                     begun = time.perf_counter()
-                    _train(template, checkpointer, checkpoint, config, i, experience, rows[i], resume is not None)
+                    resumed = resume is not None
+                    _train(template, checkpointer, watcher, checkpoint, config, i, experience, rows[i], resumed)
                     train_seconds += time.perf_counter() - begun
                     experience0_lock.close()
-                    measured.append(_evaluate(template, bench, film_stats, rows[i], _loader_args(config)))
+                    measured.append(_evaluate(template, bench, film_stats, predictions, rows[i], _loader_args(config)))
                 checkpointer.experience_done(i)
 
         # -- results
-        spent = _cost(template, [checkpointer, logger, film_stats], train_seconds, device)
+        spent = _cost(template, [checkpointer, logger, film_stats, predictions, watcher], train_seconds, device)
         result = _result(run_id, bench, rows, measured, time.perf_counter() - started, experience0_trained, spent)
+        result.curves = checkpoint.curves
+        result.continual, result.continual_summary = continual.summarise(checkpoint.curves, result.accuracy)
+        if config.eval.references and not strategy.offline():
+            make_model = functools.partial(build_model, config, bench, device)
+            result.references = references.accuracies(config, scenario, bench, device, make_model)
         _log_result(run_id, result, config, strategy, scenario, template.model, logger)  # GDumb replaces the model
         checkpoints.delete_run(run_id)  # finished: the final model is an MLflow artifact now
     print(result.summary(), file=out or sys.stdout)
@@ -353,20 +412,24 @@ def _template(
     model: FiLM,
     bench: Benchmark,
     strategy: Strategy,
-    checkpointer: checkpoints.Checkpointer,
+    ours: list[Any],
     logger: Any,
-    film_stats: FiLMStatistics,
+    metrics: list[Any],
     device: torch.device,
     progress: bool,
 ) -> FiLMTemplate:
-    """The Avalanche template: the FiLM model, Adam, the strategy's plugins and our evaluator."""
+    """The Avalanche template: the FiLM model, Adam, the strategy's plugins and our evaluator.
+
+    `ours` are clbench's plugins: the checkpointer (first: it must see an experience's end before any
+    strategy hook changes state) and the continual evaluation (after the strategy's: it reads the model once
+    their hooks have run); `metrics` join Avalanche's in the evaluator."""
     evaluator = EvaluationPlugin(
         accuracy_metrics(epoch=True, experience=True, stream=True),
         loss_metrics(epoch=True, experience=True),
         forgetting_metrics(experience=True, stream=True),
         bwt_metrics(experience=True, stream=True),
         QuestionTypeAccuracy(bench.type_names),
-        film_stats,
+        *metrics,
         loggers=[logger],
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
@@ -379,8 +442,9 @@ def _template(
         eval_mb_size=config.train.eval_batch_size,
         device=device,
         plugins=[
-            checkpointer,  # first: it must see an experience's end before any strategy hook changes state
+            ours[0],
             *strategy.plugins(model),
+            *[plugin for plugin in ours[1:] if plugin is not None],
             *([ProgressBar(bench.experience_names)] if progress else []),
         ],
         evaluator=evaluator,
@@ -390,9 +454,28 @@ def _template(
     )
 
 
+def _continual_evaluation(
+    config: RunConfig, bench: Benchmark, strategy: Strategy, checkpoint: checkpoints.RunCheckpoint, logger: Any
+) -> continual.ContinualEvaluation | None:
+    """The plugin that watches old test sets while later experiences train (none for offline strategies)."""
+    if config.eval.every <= 0 or strategy.offline():
+        return None
+    return continual.ContinualEvaluation(
+        tests=[(name, test.dataset) for name, test in zip(bench.test_names, bench.test_stream, strict=True)],
+        experience_names=bench.experience_names,
+        every=config.eval.every,
+        subset=config.eval.subset,
+        batch_size=config.train.eval_batch_size,
+        seed=config.seed,
+        curves=checkpoint.curves,
+        logger=logger,
+    )
+
+
 def _train(
     template: FiLMTemplate,
     checkpointer: checkpoints.Checkpointer,
+    watcher: continual.ContinualEvaluation | None,
     checkpoint: checkpoints.RunCheckpoint,
     config: RunConfig,
     i: int,
@@ -415,11 +498,18 @@ def _train(
     elif checkpoint.current is not None and checkpoint.experience == i:
         checkpointer.restore_at_start(checkpoint.current, checkpoint.epochs_done)
         template.train_epochs -= checkpoint.epochs_done
+        if watcher is not None:
+            watcher.start_at(checkpoint.epochs_done)
     template.train(experience, **_loader_args(config))
 
 
 def _evaluate(
-    template: FiLMTemplate, bench: Benchmark, film_stats: FiLMStatistics, after: str, loader_args: dict[str, Any]
+    template: FiLMTemplate,
+    bench: Benchmark,
+    film_stats: FiLMStatistics,
+    predictions: Predictions,
+    after: str,
+    loader_args: dict[str, Any],
 ) -> _Measured:
     """The whole test stream: accuracy per test set, per question type where a set holds several, and FiLM."""
     metrics = template.eval(bench.test_stream, **loader_args)
@@ -433,7 +523,7 @@ def _evaluate(
         if len(row) > 1:  # one type only: the accuracy matrix says it already
             per_type[(after, test)] = row
     accuracy = [metrics[accuracy_key(j)] for j in range(len(bench.test_names))]
-    return _Measured(accuracy, film_stats.result(), per_type)
+    return _Measured(accuracy, film_stats.result(), per_type, predictions.result())
 
 
 def _cost(template: FiLMTemplate, run_owned: list[Any], train_seconds: float, device: torch.device) -> dict[str, float]:
@@ -467,10 +557,18 @@ def _result(
     per_type = pd.DataFrame.from_dict({k: v for m in measured for k, v in m.per_type.items()}, orient="index")
     if not per_type.empty:
         per_type.index = pd.MultiIndex.from_tuples(per_type.index, names=["after", "test"])
+    flips = {}
+    for j, test in enumerate(tests[: len(names) - 1]):  # each earlier test set: when learned → at the end
+        before, after = measured[j].predictions.get(j), measured[-1].predictions.get(j)
+        if before is not None and after is not None:
+            negative, positive = measures.flip_rates(before[0], after[0], after[1])
+            flips[test] = {"negative": negative, "positive": positive}
     return RunResult(
         run_id=run_id,
         accuracy=accuracy,
         per_type=per_type,
+        flips=pd.DataFrame.from_dict(flips, orient="index").rename_axis("test"),
+        type_forgetting=measures.type_forgetting(per_type, names, tests),
         majority_baseline=bench.majority_baseline,
         wall_time_s=wall_time_s,
         sizes=bench.sizes,
@@ -527,9 +625,36 @@ def summary_metrics(result: RunResult) -> dict[str, float]:
     for (test, block), row in result.film_drift.iterrows():
         metrics |= {metric_names.film_drift(test, block, stat): value for stat, value in row.items()}
     metrics |= {metric_names.majority_baseline(test): v for test, v in result.majority_baseline.items()}
+    metrics |= _measure_metrics(result)
     metrics[metric_names.WALL_TIME] = result.wall_time_s
     metrics |= result.cost
     return {name: float(value) for name, value in metrics.items()}
+
+
+def _measure_metrics(result: RunResult) -> dict[str, float]:
+    """The measures of clbench.measures: per test set and their mean (NaN means are left out)."""
+    metrics = {metric_names.LEARNING_ACCURACY: result.learning_accuracy}
+    per_test = {
+        metric_names.NORMALISED_FORGETTING: result.normalised_forgetting if result.forgetting else {},
+        metric_names.FORWARD_TRANSFER: result.forward_transfer,
+        metric_names.INTRANSIGENCE: result.intransigence,
+        metric_names.NEGATIVE_FLIPS: result.flips["negative"].to_dict() if not result.flips.empty else {},
+        metric_names.POSITIVE_FLIPS: result.flips["positive"].to_dict() if not result.flips.empty else {},
+    }
+    for measure, values in per_test.items():
+        metrics |= {metric_names.per_test(measure, test): value for test, value in values.items()}
+        if values:
+            metrics[measure] = measures.mean(values)
+    for kind, values in result.references.items():
+        metrics |= {metric_names.reference_accuracy(kind, test): value for test, value in values.items()}
+    for test, row in result.type_forgetting.iterrows():
+        metrics |= {metric_names.type_forgetting(test, kind): v for kind, v in row.items() if pd.notna(v)}
+    for (during, test), row in result.continual.iterrows():
+        metrics |= {metric_names.continual_measure(during, test, stat): v for stat, v in row.items() if stat != "final"}
+    if result.continual_summary:
+        metrics[metric_names.MIN_ACC] = result.continual_summary["min_acc"]
+        metrics[metric_names.WC_ACC] = result.continual_summary["wc_acc"]
+    return {name: value for name, value in metrics.items() if pd.notna(value)}
 
 
 def _log_result(
@@ -558,6 +683,7 @@ def _log_result(
             plots.save(figure, folder / "gamma_beta.png")
         if not result.film_drift.empty:
             result.film_drift.to_csv(folder / "film_drift.csv")
+        _measure_artifacts(result, folder)
         resolved = {
             "config": config.to_dict(),
             "strategy": {"name": strategy.name, **strategy.params()},
@@ -567,3 +693,20 @@ def _log_result(
         (folder / "summary.txt").write_text(result.summary() + "\n")
         torch.save(model.state_dict(), folder / "model.pt")
         client.log_artifacts(run_id, str(folder))
+
+
+def _measure_artifacts(result: RunResult, folder: Path) -> None:
+    """The run's own tables and plots of its measures: accuracy matrix, continual evaluation, flips."""
+    name = result.accuracy.index[-1]
+    plots.save(plots.accuracy_matrices({f"this run ({name} last)": result.accuracy}), folder / "accuracy_matrix.png")
+    frame = continual.curve_frame(result.curves)
+    if not frame.empty:
+        frame.to_csv(folder / "continual_eval.csv", index=False)
+        result.continual.to_csv(folder / "continual_measures.csv")
+        frame["curve"] = frame["test"] + " while " + frame["during"] + " trains"
+        title = "Continual evaluation: old test sets during later experiences (fixed subsets)"
+        plots.save(plots.continual_curves(frame, "curve", title), folder / "continual_eval.png")
+    if not result.flips.empty:
+        result.flips.to_csv(folder / "flips.csv")
+    if not result.type_forgetting.empty:
+        result.type_forgetting.to_csv(folder / "type_forgetting.csv")

@@ -264,6 +264,7 @@ def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple
     key = spec.key()
     axes = {k: len(values) for k, values in spec.grid}
     experiment_id = mlflow.set_experiment(experiment).experiment_id
+    tracking.describe_experiment(experiment_id)
     found = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{SWEEP_TAG}` = '{key}'",
@@ -376,7 +377,9 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
         run_id = resume.run_id  # an earlier attempt left a checkpoint: continue it, in its own run
     else:
         tags = {PARENT_TAG: parent_id, CELL_TAG: cell.key, KIND_TAG: "cell"}
-        run_id = client.create_run(experiment_id, run_name=cell.label, tags=tags).info.run_id
+        settings = spec.scenario_sets | {k.removeprefix(SCENARIO_PREFIX): v for k, v in cell.settings}
+        name = tracking.run_name(cell.strategy, spec.scenario, settings, cell.seed)
+        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):

@@ -186,6 +186,41 @@ class MLflowLogger(BaseLogger):
 
 
 PID_TAG, HOST_TAG = "clbench.pid", "clbench.host"
+DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as an experiment's (or run's) description
+
+
+def run_name(strategy: str, scenario: str, settings: Mapping[str, Any], seed: int) -> str:
+    """What a run is, as the runs table shows it first: `ewc · clevr-humans · fraction=0.5 · seed=1`."""
+    values = " ".join(f"{k}={_short(v)}" for k, v in settings.items())
+    return " · ".join(part for part in (strategy, scenario, values, f"seed={seed}") if part)
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+EXPERIMENT_DESCRIPTION = """clbench runs: a FiLM model trained experience by experience.
+
+Run names read strategy · scenario · its settings · seed. Columns to compare on:
+- `average_accuracy`, `final_accuracy/<test>`: accuracy at the end;
+- `average_forgetting`, `bwt`, `normalised_forgetting`: what the later experiences made it forget;
+- `negative_flip_rate`: questions answered right when learned and wrong at the end;
+- `continual/min_acc`, `continual/wc_acc`: the worst moment while later experiences trained (the stability gap);
+- `forward_transfer`, `intransigence`: against models trained from scratch and jointly (`eval.references`);
+- `cost/train_time_s`, `cost/strategy_bytes`: what the strategy cost.
+
+Open a run's Model metrics tab for `continual/during_<experience>/<test>`: old-task accuracy against the
+iteration of the experience that trains. Every run carries its accuracy matrix, continual-evaluation and γ/β
+plots as artifacts. Definitions: docs/measures.md in the clbench repository."""
+
+
+def describe_experiment(experiment_id: str) -> None:
+    """Give the experiment its description once (a user's own description is left alone)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if DESCRIPTION_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
 
 
 def _alive(pid: int) -> bool:
@@ -237,7 +272,7 @@ def mlflow_run(experiment: str, run_name: str | None = None, run_id: str | None 
     """
     import mlflow
 
-    mlflow.set_experiment(experiment)
+    describe_experiment(mlflow.set_experiment(experiment).experiment_id)
     run = mlflow.start_run(run_id=run_id, run_name=run_name if run_id is None else None)
     mlflow.set_tags({PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
     try:

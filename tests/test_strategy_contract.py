@@ -1,6 +1,7 @@
 """No shortcut changes a strategy: for every registered strategy, and for a user's strategy that does not say how
 it builds its state, a run that takes the experience-0 cache and a run interrupted mid-experience and resumed
-give exactly the accuracy matrix and the final weights of a run that trained everything itself."""
+give exactly the accuracy matrix, the final weights and the continual-evaluation curves of a run that trained
+everything itself."""
 
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ def _assert_same(a: tuple[RunResult, dict], b: tuple[RunResult, dict], what: str
     assert wa.keys() == wb.keys()
     differing = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not differing, f"{what}: weights differ in {differing[:3]}"
+    assert a[0].curves == b[0].curves, f"{what}: the continual-evaluation curves differ"
 
 
 @pytest.fixture(scope="module")
