@@ -15,6 +15,7 @@ so the run trains exactly as it would without it (a test compares the weights).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -58,6 +59,7 @@ class ContinualEvaluation(SupervisedPlugin):
         self._iteration = 0
         self._active = False
         self._at_start = False
+        self.seconds = 0.0  # spent evaluating: what continual evaluation adds to training time
 
     def start_at(self, epochs_done: int) -> None:
         self._epochs_before = epochs_done
@@ -94,12 +96,14 @@ class ContinualEvaluation(SupervisedPlugin):
         return correct / max(total, 1)
 
     def _measure(self, strategy) -> None:
+        started = time.perf_counter()
         during = self.names[strategy.experience.current_experience]
         for j in range(strategy.experience.current_experience):
             test = self.tests[j][0]
             accuracy = self._accuracy(strategy, j)
             self.curves.setdefault(during, {}).setdefault(test, {})[self._iteration] = accuracy
             self.logger.log_single_metric(metric_names.continual(during, test), accuracy, self._iteration)
+        self.seconds += time.perf_counter() - started
 
     # -- when
     def before_training_exp(self, strategy, **kwargs) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import resource
 import sys
 import types
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -74,7 +75,9 @@ def _template_attributes() -> frozenset[str]:
     from avalanche.training.templates import SupervisedTemplate
 
     model = nn.Linear(1, 1)
-    plain = SupervisedTemplate(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), evaluator=None)
+    with warnings.catch_warnings():  # "no loggers specified": this template only shows which attributes it has
+        warnings.simplefilter("ignore", UserWarning)
+        plain = SupervisedTemplate(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), evaluator=None)
     return frozenset(vars(plain))
 
 

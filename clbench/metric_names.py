@@ -20,6 +20,7 @@ HELD_QUESTIONS = "cost/strategy_questions"
 HELD_QUESTION_BYTES = "cost/strategy_question_bytes"
 HELD_STATE_BYTES = "cost/strategy_state_bytes"
 HELD_BYTES = "cost/strategy_bytes"
+CONTINUAL_TIME = "cost/continual_eval_s"  # within the training time: spent on continual evaluation
 
 
 def accuracy(after: str, test: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -107,6 +108,9 @@ def _template(
     RNGManager.set_random_seeds(config.seed)
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
+    with warnings.catch_warnings():  # "no loggers specified": a reference's accuracies are read, not logged
+        warnings.simplefilter("ignore", UserWarning)
+        evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
     return template_class(base)(
         model=model,
         optimizer=optimizer,
@@ -115,7 +119,7 @@ def _template(
         train_epochs=epochs,
         eval_mb_size=config.train.eval_batch_size,
         device=device,
-        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
+        evaluator=evaluator,
         eval_every=-1,
         amp=amp_dtype(config.train.amp, device),
     )

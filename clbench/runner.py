@@ -183,6 +183,8 @@ class RunResult:
 def _describe_cost(values: dict[str, float]) -> str:
     mb = 2**20
     line = f"Cost: training {values[metric_names.TRAIN_TIME]:.1f} s"
+    if values.get(metric_names.CONTINUAL_TIME):
+        line += f" (continual evaluation {values[metric_names.CONTINUAL_TIME]:.1f} s of it)"
     line += f", peak RSS {values[metric_names.PEAK_RSS] / mb:,.0f} MB"
     if metric_names.CUDA_PEAK in values:
         line += f", CUDA peak {values[metric_names.CUDA_PEAK] / mb:,.0f} MB"
@@ -340,6 +342,8 @@ def run(
 
         # -- results
         spent = _cost(template, [checkpointer, logger, film_stats, predictions, watcher], train_seconds, device)
+        if watcher is not None:
+            spent[metric_names.CONTINUAL_TIME] = watcher.seconds
         result = _result(run_id, bench, rows, measured, time.perf_counter() - started, experience0_trained, spent)
         result.curves = checkpoint.curves
         result.continual, result.continual_summary = continual.summarise(checkpoint.curves, result.accuracy)

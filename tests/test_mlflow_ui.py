@@ -117,17 +117,57 @@ def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_
     assert "report/accuracy_vs_fraction.png" in {f["path"] for f in artifacts["files"]}
 
 
+def _render(page: str, profile: Path, expect: str) -> tuple[str, str]:
+    """The page as headless Chromium renders it: (DOM, its visible text). The single-page app may need a second
+    look on a loaded machine, so it is loaded again until `expect` shows (three tries)."""
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    command += [f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=30000"]
+    dom = text = ""
+    for _ in range(3):
+        dom = subprocess.run([*command, "--dump-dom", page], capture_output=True, text=True, timeout=180).stdout
+        text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", dom, flags=re.S)).split())
+        if expect in text:
+            break
+    return dom, text
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (CI installs Debian's chromium)")
 def test_the_ui_lists_the_sweep_in_headless_chromium(server: str, swept_over_http, tmp_path: Path):
     experiment = _api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
-    page = f"{server}/#/experiments/{experiment['experiment_id']}/runs"
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-    command += [f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000", "--dump-dom", page]
-    text = ""
-    for _ in range(3):  # the single-page app may need a second look on a loaded machine
-        dom = subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
-        text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style).*?</\1>", "", dom, flags=re.S)).split())
-        if "matching runs" in text:
-            break
+    _, text = _render(f"{server}/#/experiments/{experiment['experiment_id']}/runs", tmp_path, "matching runs")
     assert "sweep 2×2×1" in text  # the parent run, with its four cells nested under it
     assert "5 matching runs" in text
+    assert "Columns to compare on" in text and "continual/wc_acc" in text  # the experiment's description, first
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (CI installs Debian's chromium)")
+def test_a_run_shows_its_continual_evaluation_chart(server: str, swept_over_http, tmp_path: Path):
+    experiment = _api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]["experiment_id"]
+    name = "naive · clevr-humans · fraction=1 · seed=0"  # what the run is, in its name
+    found = _api(
+        server,
+        "runs/search",
+        {"experiment_ids": [experiment], "filter": f"attributes.run_name = '{name}'", "max_results": 1},
+    )["runs"]
+    assert found, f"no run named {name!r}"
+    run_id = found[0]["info"]["run_id"]
+    key = "continual/during_CLEVR-Humans/CLEVR"
+    history = _api(server, "metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
+    last_step = max(int(m.get("step", 0)) for m in history)
+    assert len(history) >= 3 and last_step > 0  # its first iteration, every `eval.every`, and its last
+
+    # the run's page lists the chart under its section ...
+    _, text = _render(f"{server}/#/experiments/{experiment}/runs/{run_id}/model-metrics", tmp_path, "Model metrics")
+    assert name in text
+    assert "continual/during_CLEVR-Humans" in text
+
+    # ... and the chart itself plots the curve against the step (the page the chart's "expand" link opens)
+    quoted = urllib.parse.quote(json.dumps(key), safe="")
+    query = f"runs={json.dumps([run_id])}&metric={quoted}&experiments={json.dumps([experiment])}"
+    query += f"&plot_metric_keys={urllib.parse.quote(json.dumps([key]), safe='')}"
+    query += "&plot_layout={}&x_axis=step&y_axis_scale=linear&line_smoothness=1&show_point=true"
+    query += "&deselected_curves=[]&last_linear_y_axis_range=[]"
+    dom, text = _render(f"{server}/#/metric?{query}", tmp_path, "Step")
+    assert 'class="main-svg"' in dom  # Plotly drew the chart
+    assert f"{name} ({key})" in text  # its one curve: this run's
+    assert f"(step={last_step})" in text  # the latest point is at the experience's last iteration

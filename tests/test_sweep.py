@@ -44,9 +44,12 @@ class Exploding(Strategy):
 """
 
 
-def _spec(tiny_root: Path, strategies=("naive", "ewc"), fractions=("0.5", "1"), seeds=(0, 1)) -> SweepSpec:
+def _spec(
+    tiny_root: Path, strategies=("naive", "ewc"), fractions=("0.5", "1"), seeds=(0, 1), references=False
+) -> SweepSpec:
     config = PRESETS["tiny"]
     config = replace(config, data=replace(config.data, root=str(tiny_root)))
+    config = replace(config, eval=replace(config.eval, references=references))
     return SweepSpec(tuple(strategies), tuple(seeds), config, grid=(("scenario.fraction", tuple(fractions)),))
 
 
@@ -58,7 +61,7 @@ def swept(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLBENCH_CACHE_DIR", str(home / "cache"))
         patch.chdir(home)  # artifacts land beside the store
-        spec = _spec(tiny_root)
+        spec = _spec(tiny_root, references=True)
         result = sweep(spec, jobs=2, experiment=EXPERIMENT, tracking_uri=store, progress=False, out=io.StringIO())
         yield spec, result, store, home
 
@@ -131,6 +134,7 @@ def test_report_files_hold_the_numbers_of_the_runs(swept, tmp_path: Path):
                 )
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| naive" in summary and "![accuracy vs fraction](accuracy_vs_fraction.png)" in summary
+    assert "95 % confidence interval" in summary and "paired t-test across seeds" in summary
     logged = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
     assert "report/accuracy_vs_fraction.png" in logged and "report/summary.md" in logged
     assert not any(p.name.startswith(".report-") for p in (tmp_path / "report").iterdir())
@@ -188,3 +192,42 @@ def test_report_without_a_sweep_says_how_to_make_one(swept, tmp_path, capsys):
     assert main(["report", "--tracking-uri", store, "--experiment", "nothing-here", "--out", str(tmp_path / "o")]) == 2
     assert "no sweep found in MLflow experiment 'nothing-here'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_report_measures_intervals_and_the_paired_comparison(swept, tmp_path: Path):
+    _, result, store, home = swept
+    written = {p.name for p in build_report(load_sweep(EXPERIMENT, tracking_uri=store), tmp_path)}
+    assert {"measures.csv", "comparison_with_naive.csv", "area_under_fraction_curve.csv"} <= written
+    assert {"continual_eval.png", "continual_eval.csv", "type_forgetting.png", "stability_plasticity.png"} <= written
+    client = MlflowClient(store)
+    cells = {
+        (run.data.params["strategy"], float(run.data.params["scenario.fraction"]), int(run.data.params["seed"])): run
+        for run in (client.get_run(o.run_id) for o in result.outcomes)
+    }
+
+    # intervals: t(0.975, 1 degree of freedom) = 12.7062 times the standard error of two seeds
+    final = pd.read_csv(tmp_path / "final.csv", index_col=0)
+    humans = pd.Series([cells[("ewc", 1.0, s)].data.metrics["final_accuracy/CLEVR-Humans"] for s in (0, 1)])
+    assert final.loc["ewc", "final CLEVR-Humans_ci"] == pytest.approx(12.7062 * humans.std() / 2**0.5, rel=1e-4)
+
+    # ewc against naive, paired by seed
+    comparison = pd.read_csv(tmp_path / "comparison_with_naive.csv", index_col=0)
+    forgot = {s: {k: cells[(k, 1.0, s)].data.metrics["average_forgetting"] for k in ("ewc", "naive")} for s in (0, 1)}
+    expected = sum(f["ewc"] - f["naive"] for f in forgot.values()) / 2
+    assert comparison.loc["ewc", "forgetting_difference"] == pytest.approx(expected, abs=1e-12)
+    assert comparison.loc["ewc", "forgetting_n"] == 2
+
+    # the measures are the cells' means; the references were trained once per fraction and seed, and cached
+    measures = pd.read_csv(tmp_path / "measures.csv", index_col=0)
+    for name, metric in (("forward transfer", "forward_transfer"), ("WC-ACC", "continual/wc_acc")):
+        values = [cells[("naive", 1.0, s)].data.metrics[metric] for s in (0, 1)]
+        assert measures.loc["naive", f"{name}_mean"] == pytest.approx(sum(values) / 2)
+    references = sorted(p.name.split("-")[0] for p in (home / "cache" / "checkpoints" / "references").glob("*.json"))
+    assert references == ["joint"] * 4 + ["scratch"] * 4  # 2 fractions × 2 seeds, not once per cell
+
+    # the continual-evaluation curves in the report are the runs' own stepped metrics
+    curves = pd.read_csv(tmp_path / "continual_eval.csv")
+    run = cells[("ewc", 1.0, 1)]
+    history = client.get_metric_history(run.info.run_id, "continual/during_CLEVR-Humans/CLEVR")
+    mine = curves[(curves["strategy"] == "ewc") & (curves["seed"] == 1)]
+    assert sorted(zip(mine["iteration"], mine["accuracy"], strict=True)) == sorted((m.step, m.value) for m in history)
