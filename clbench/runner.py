@@ -151,9 +151,12 @@ class RunResult:
         return "\n".join(lines)
 
     def _measures_lines(self) -> list[str]:
+        """The measures of clbench.measures, one sentence each."""
         lines = [f"Learning accuracy (each experience right after training on it): {100 * self.learning_accuracy:.1f}%"]
         if self.forgetting:
-            normalised = ", ".join(f"{k} {v:.2f}" for k, v in self.normalised_forgetting.items())
+            normalised = ", ".join(
+                f"{k} {v:.2f}" if v == v else f"{k} – (never above it)" for k, v in self.normalised_forgetting.items()
+            )
             lines.append(f"Forgetting as a share of what was learned above the majority answer: {normalised}")
         for test, row in self.flips.iterrows():
             lines.append(
@@ -164,14 +167,13 @@ class RunResult:
             if values:
                 lines.append(f"{name}: " + ", ".join(f"{k} {100 * v:+.1f} pts" for k, v in values.items()))
         for (during, test), row in self.continual.iterrows():
-            recovery = row["recovery_iterations"]
-            recovered = f"back within 1 pt of its final value {recovery:.0f} iterations after its lowest point"
-            lines.append(
+            line = (
                 f"While {during} trained, {test} fell to {100 * row['min_accuracy']:.1f}% (a stability gap of "
-                f"{100 * row['stability_gap']:.1f} pts) and was {recovered}"
-                if recovery == recovery
-                else f"While {during} trained, {test} fell to {100 * row['min_accuracy']:.1f}%"
+                f"{100 * row['stability_gap']:.1f} pts)"
             )
+            if row["recovery_iterations"] == row["recovery_iterations"]:
+                line += f", back within 1 pt of its final value {row['recovery_iterations']:.0f} iterations later"
+            lines.append(line)
         if self.continual_summary:
             lines.append(
                 f"min-ACC {100 * self.continual_summary['min_acc']:.1f}%, "
@@ -317,9 +319,8 @@ def run(
         film_stats, predictions = FiLMStatistics(), Predictions()
         logger = tracking.MLflowLogger(run_id)
         watcher = _continual_evaluation(config, bench, strategy, checkpoint, logger)
-        template = _template(
-            config, model, bench, strategy, [checkpointer, watcher], logger, [film_stats, predictions], device, progress
-        )
+        metrics = [film_stats, predictions]
+        template = _template(config, model, bench, strategy, checkpointer, watcher, logger, metrics, device, progress)
 
         # -- train and evaluate each experience (an offline strategy: once, on all of them)
         measured: list[_Measured] = []
@@ -416,17 +417,15 @@ def _template(
     model: FiLM,
     bench: Benchmark,
     strategy: Strategy,
-    ours: list[Any],
+    checkpointer: checkpoints.Checkpointer,
+    watcher: continual.ContinualEvaluation | None,
     logger: Any,
     metrics: list[Any],
     device: torch.device,
     progress: bool,
 ) -> FiLMTemplate:
-    """The Avalanche template: the FiLM model, Adam, the strategy's plugins and our evaluator.
-
-    `ours` are clbench's plugins: the checkpointer (first: it must see an experience's end before any
-    strategy hook changes state) and the continual evaluation (after the strategy's: it reads the model once
-    their hooks have run); `metrics` join Avalanche's in the evaluator."""
+    """The Avalanche template: the FiLM model, Adam, the strategy's plugins and our evaluator (`metrics` join
+    Avalanche's there)."""
     evaluator = EvaluationPlugin(
         accuracy_metrics(epoch=True, experience=True, stream=True),
         loss_metrics(epoch=True, experience=True),
@@ -446,9 +445,9 @@ def _template(
         eval_mb_size=config.train.eval_batch_size,
         device=device,
         plugins=[
-            ours[0],
+            checkpointer,  # first: it must see an experience's end before any strategy hook changes state
             *strategy.plugins(model),
-            *[plugin for plugin in ours[1:] if plugin is not None],
+            *([watcher] if watcher is not None else []),  # after the strategy's: the model once their hooks ran
             *([ProgressBar(bench.experience_names)] if progress else []),
         ],
         evaluator=evaluator,

@@ -146,6 +146,8 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     "sweep epochs for three": (_argv("sweep", "--preset", "tiny", "--epochs", "1,1,1"), "train.epochs gives 3 val"),
     "negative weight decay": (_argv(*RUN, "--set", "train.weight_decay=-1"), "train.weight_decay=-1.0 is negative"),
     "negative data-loader workers": (_argv(*RUN, "--set", "train.num_workers=-1"), "train.num_workers=-1 is negative"),
+    "negative continual-evaluation interval": (_argv(*RUN, "--set", "eval.every=-5"), "eval.every=-5 is negative"),
+    "empty continual-evaluation subset": (_argv(*RUN, "--set", "eval.subset=0"), "eval.subset=0 is below 1"),
     "no CLEVR train questions": (_argv(*RUN, "--set", "data.max_train_questions=0"), "leaves no questions"),
     "no test questions": (_argv(*RUN, "--set", "data.max_test_questions=0"), "leaves no questions"),
     "negative word count": (_argv(*RUN, "--set", "data.min_word_count=-1"), "data.min_word_count=-1 is negative"),
