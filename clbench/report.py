@@ -369,7 +369,9 @@ def stability_plasticity_figure(runs: SweepRuns, final: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(7, 5))
     ax = figure.subplots()
     new, old = f"final {runs.last}", "average forgetting"
-    for k, (key, row) in enumerate(final.iterrows()):
+    rank = {strategy: i for i, strategy in enumerate(strategy_order(runs.cells))}
+    final = final.iloc[np.argsort([rank.get(_first(k), len(rank)) for k in final.index], kind="stable")]
+    for k, (key, row) in enumerate(final.iterrows()):  # colours in report order, as in the other figures
         label = " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
         x, y = 100 * row[f"{new}_mean"], 100 * row[f"{old}_mean"]
         if np.isnan(y):  # trained offline: no sequence, no forgetting; its accuracy is the reference

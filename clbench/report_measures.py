@@ -145,11 +145,12 @@ def continual_frame(cells: pd.DataFrame, during: str, test: str) -> pd.DataFrame
 
 
 def continual_curves_figure(frame: pd.DataFrame, during: str, test: str) -> Figure:
-    """Old-task accuracy during the last experience, one line per strategy: mean and 95 % interval over seeds."""
+    """Old-task accuracy during the last experience, one line per strategy: mean and 95 % interval over seeds
+    (drawn within [0, 1], where accuracies live)."""
     stats = frame.groupby(["strategy", "iteration"], sort=False)["accuracy"].agg(["mean", "std", "count"])
     half = measures.t_half_width(stats["std"], stats["count"])
     curves = pd.DataFrame(
-        {"accuracy": stats["mean"], "low": stats["mean"] - half, "high": stats["mean"] + half}
+        {"accuracy": stats["mean"], "low": (stats["mean"] - half).clip(0, 1), "high": (stats["mean"] + half).clip(0, 1)}
     ).reset_index()
     title = f"{test} accuracy while {during} trains (fixed subset), mean and 95 % CI across seeds"
     return plots.continual_curves(curves, "strategy", title, ylabel=f"{test} accuracy (%)")
@@ -164,7 +165,8 @@ def type_forgetting_figure(table: pd.DataFrame, test: str) -> Figure:
     image = ax.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
     for (i, j), value in np.ndenumerate(values):
         if value == value:
-            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7)
+            colour = "white" if abs(value) > 0.6 * limit else "black"
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(len(table.columns)), table.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(len(table.index)), table.index, fontsize=8)
     figure.colorbar(image, ax=ax, label="forgetting (points)")
