@@ -67,11 +67,10 @@ def test_watching_does_not_change_what_is_learned(config: RunConfig, tracking_st
     assert logged[metric_names.WC_ACC] == pytest.approx(new / 2 + min(curve.values()) / 2)
 
 
-def test_the_subset_is_fixed_and_the_last_iteration_is_always_measured(config: RunConfig, tracking_store: str):
-    a, _ = _run(config, tracking_store, every=3, subset=16)
-    b, _ = _run(config, tracking_store, every=3, subset=16)
-    assert a.curves == b.curves
-    assert sorted(a.curves["CLEVR-Humans"]["CLEVR"]) == [0, 3, 6, 8]
+def test_the_last_iteration_is_always_measured(config: RunConfig, tracking_store: str):
+    # (that the subset is fixed, the contract test shows: runs with and without shortcuts draw the same curves)
+    result, _ = _run(config, tracking_store, every=3, subset=16)
+    assert sorted(result.curves["CLEVR-Humans"]["CLEVR"]) == [0, 3, 6, 8]
 
 
 def test_eval_settings_are_checked():
