@@ -14,6 +14,7 @@ import torch
 from mlflow import MlflowClient
 
 from clbench import checkpoints, tracking
+from clbench.cli import main
 
 EXPERIMENT = "resume-test"
 
@@ -92,12 +93,16 @@ def _run_args(plugin: str, tiny_root: Path, store: str) -> list[str]:
     return ["run", "--strategy", plugin, *data, "--tracking-uri", store, "--experiment", EXPERIMENT, "--no-progress"]
 
 
-def test_sigkill_mid_experience_then_resume_equals_an_uninterrupted_run(plugin, tiny_root: Path, tmp_path: Path):
+def test_sigkill_mid_experience_then_resume_equals_an_uninterrupted_run(
+    plugin, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
     reference_store, store = f"sqlite:///{tmp_path / 'reference.db'}", f"sqlite:///{tmp_path / 'killed.db'}"
-    done = _clbench(_run_args(plugin, tiny_root, reference_store), tmp_path / "cache-reference", tmp_path)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLBENCH_TEST_SIGNAL", raising=False)
+    monkeypatch.setenv("CLBENCH_CACHE_DIR", str(tmp_path / "cache-reference"))
+    assert main(_run_args(plugin, tiny_root, reference_store)) == 0  # uninterrupted, in this process
 
-    cache = tmp_path / "cache"
+    cache = tmp_path / "cache"  # only the killed run needs a process of its own
     killed = _clbench(_run_args(plugin, tiny_root, store), cache, tmp_path, signal_name="SIGKILL")
     assert killed.returncode == -signal.SIGKILL
     [path] = (cache / "checkpoints" / "runs").glob("*.pt")
@@ -110,9 +115,10 @@ def test_sigkill_mid_experience_then_resume_equals_an_uninterrupted_run(plugin, 
     assert tracking.end_orphaned_runs(EXPERIMENT) == [path.stem]  # ... the next command on the store does
     assert client.get_run(path.stem).info.status == "KILLED"
 
-    resumed = _clbench(["run", "--resume", "--no-progress"], cache, tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming run {path.stem} at experience 1 (CLEVR-Humans), after 1 finished epoch" in resumed.stderr
+    monkeypatch.setenv("CLBENCH_CACHE_DIR", str(cache))
+    capsys.readouterr()
+    assert main(["run", "--resume", "--no-progress"]) == 0
+    assert f"resuming run {path.stem} at experience 1 (CLEVR-Humans), after 1 finished epoch" in capsys.readouterr().err
 
     reference_id, expected, _ = _accuracy(reference_store)
     run_id, got, runs = _accuracy(store)
