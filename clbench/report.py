@@ -682,14 +682,7 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
         table = table.set_axis([" · ".join(map(str, k)) for k in table.index])
         lines += ["## Order sensitivity", "", table.to_markdown(), ""]
     if not report.per_type.empty:
-        lines += [
-            f"## {first} accuracy per question type (%)",
-            "",
-            "![per type](per_type_accuracy.png)",
-            "",
-            (100 * report.per_type).round(1).to_markdown(),
-            "",
-        ]
+        lines += _section(f"{first} accuracy per question type (%)", "per_type_accuracy.png", report.per_type)
     if not report.film.empty:
         lines += [f"## FiLM's (γ, β) over {first}", "", "![gamma beta](gamma_beta.png)", ""]
         lines += [report.film.round(3).to_markdown(), ""]
@@ -703,6 +696,12 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
                 "",
             ]
     return "\n".join(lines)
+
+
+def _section(title: str, figure: str, table: pd.DataFrame) -> list[str]:
+    """A heading, its figure, and its table in percent (or points), one decimal."""
+    alt = figure.removesuffix(".png").replace("_", " ")
+    return [f"## {title}", "", f"![{alt}]({figure})", "", (100 * table).round(1).to_markdown(), ""]
 
 
 def _first(key: Any) -> str:
@@ -752,12 +751,6 @@ def _measures_markdown(runs: SweepRuns, report: _Report, order: list[str]) -> li
             "",
         ]
     if not report.type_forgetting.empty:
-        lines += [
-            f"## {runs.first_order().first} forgetting per question type (points)",
-            "",
-            "![type forgetting](type_forgetting.png)",
-            "",
-            (100 * report.type_forgetting).round(1).to_markdown(),
-            "",
-        ]
+        title = f"{runs.first_order().first} forgetting per question type (points)"
+        lines += _section(title, "type_forgetting.png", report.type_forgetting)
     return lines
