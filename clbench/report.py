@@ -504,13 +504,14 @@ def _measures(runs: SweepRuns, report: _Report) -> None:
     report.measures = rm.measures_table(last, ["strategy", *runs.settings])
     report.comparison = rm.comparison_table(last, runs.settings)
     primary = runs.first_order()
-    report.type_forgetting = rm.type_forgetting_table(at_largest_fraction(primary.cells), primary.first, order)
+    primary_last = at_largest_fraction(primary.cells)
+    report.type_forgetting = rm.type_forgetting_table(primary_last, primary.first, order)
     if not report.type_forgetting.empty:
         figure = rm.type_forgetting_figure(report.type_forgetting, primary.first)
         report.figures["type_forgetting.png"] = figure
     during, test = primary.experiences[-1], primary.first
     if metric_names.continual(during, test) in primary.cells:
-        report.continual = rm.continual_frame(at_largest_fraction(primary.cells), during, test)
+        report.continual = rm.continual_frame(primary_last, during, test)
         if not report.continual.empty:
             report.figures["continual_eval.png"] = rm.continual_curves_figure(report.continual, during, test)
 
