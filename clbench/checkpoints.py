@@ -77,7 +77,12 @@ def experience0_key(
     }
     if strategy:  # only when set: the keys of strategies that train experience 0 plainly stay as they were
         inputs["strategy"] = strategy
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:20]
+    return digest(inputs)
+
+
+def digest(inputs: Any, length: int = 20) -> str:
+    """A short, stable hash of JSON-able inputs: the key of a cache entry (experience 0, a reference) or a sweep."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def rng_state() -> dict[str, Any]:
@@ -163,7 +168,7 @@ def locked(key: str, what: str = "experience 0") -> Iterator[None]:
     except ImportError:  # Windows: no advisory locks; concurrent runs may train experience 0 twice
         yield
         return
-    path = checkpoint_dir() / f"experience0-{key}.lock"
+    path = checkpoint_dir() / f"{key}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         try:

@@ -158,19 +158,20 @@ def summarise(curves: Curves, accuracy: pd.DataFrame) -> tuple[pd.DataFrame, dic
     for during, per_test in curves.items():
         for test, points in per_test.items():
             curve = pd.Series(points).sort_index()
+            low = measures.min_accuracy(curve)
             rows[(during, test)] = {
-                "min_accuracy": measures.min_accuracy(curve),
+                "min_accuracy": low,
                 "stability_gap": measures.stability_gap(curve),
                 "recovery_iterations": measures.recovery_iterations(curve),
                 "final": float(curve.iloc[-1]),
             }
-            lowest[test] = min(lowest.get(test, 1.0), measures.min_accuracy(curve))
+            lowest[test] = min(lowest.get(test, 1.0), low)
     table = pd.DataFrame.from_dict(rows, orient="index")
     if table.empty:
         return table, {}
     table.index = pd.MultiIndex.from_tuples(table.index, names=["during", "test"])
     last = len(accuracy) - 1
     old = [lowest[test] for test in accuracy.columns[:last] if test in lowest]
-    min_acc = float(sum(old) / len(old)) if old else float("nan")
+    min_acc = measures.mean(old)
     wc_acc = measures.wc_accuracy(float(accuracy.iloc[last, last]), old) if old else float("nan")
     return table, {"min_acc": min_acc, "wc_acc": wc_acc}

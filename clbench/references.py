@@ -13,7 +13,6 @@ wait for one of them to train it instead of each training their own.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import warnings
@@ -51,7 +50,7 @@ def key(kind: str, config: RunConfig, scenario: Any, fingerprint: str) -> str:
         "train": {k: v for k, v in asdict(config.train).items() if k not in ("num_workers", "reuse_experience0")},
         "seed": config.seed,
     }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return checkpoints.digest(inputs)
 
 
 def accuracies(

@@ -304,7 +304,7 @@ def run(
         # -- restore: from the run's own checkpoint, or the experience-0 cache, or nothing
         if resume is None:
             if reuse:  # runs sharing experience 0 (a sweep's cells) wait here while one of them trains it
-                experience0_lock.enter_context(checkpoints.locked(key))
+                experience0_lock.enter_context(checkpoints.locked(f"experience0-{key}"))
             cached = checkpoints.load(key) if reuse else None
             meta = {"experiment": experiment, "run_name": run_name, "tracking_uri": uri}
             meta |= _what_to_resume(config, strategy, scenario, strategy_spec, scenario_spec)

@@ -11,7 +11,6 @@ continues its parent run and skips finished cells.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import itertools
 import json
@@ -105,7 +104,7 @@ class SweepSpec:
             "sets": self.strategy_sets,
             "scenario": [self.scenario, self.scenario_sets],
         }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return checkpoints.digest(identity, 16)
 
 
 def experience0_group(config: RunConfig, scenario: Scenario, strategy: Strategy) -> str:
