@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import random
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from avalanche.training.plugins import SupervisedPlugin
 
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
+from clbench.locks import lease_lock
 from clbench.paths import replace_atomically
 
 FORMAT_VERSION = 1
@@ -108,14 +108,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# The iteration counters of Avalanche's clock: the steps every training metric is logged at. Restored with a
+# state, so a resumed or cached run logs its iterations at the steps the run that trained them would have.
+CLOCK_COUNTERS = ("train_iterations", "train_exp_iterations", "total_iterations")
+
+
 @dataclass
 class TrainingState:
-    """Model, optimiser, gradient-scaler and RNG states at one instant: tensors and plain values only."""
+    """Model, optimiser, gradient-scaler, RNG and clock states at one instant: tensors and plain values only."""
 
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     rng: dict[str, Any]
     scaler: dict[str, Any] | None = None
+    clock: dict[str, int] | None = None  # None in entries written before clocks were kept
 
     @classmethod
     def capture(cls, strategy) -> TrainingState:
@@ -125,6 +131,7 @@ class TrainingState:
             optimizer=copy.deepcopy(strategy.optimizer.state_dict()),
             rng=rng_state(),
             scaler=scaler.state_dict() if scaler is not None else None,
+            clock={name: int(getattr(strategy.clock, name)) for name in CLOCK_COUNTERS},
         )
 
     def restore(self, strategy) -> None:
@@ -134,13 +141,16 @@ class TrainingState:
         if scaler is not None and self.scaler:
             scaler.load_state_dict(self.scaler)
         set_rng_state(self.rng)
+        for name, value in (self.clock or {}).items():
+            setattr(strategy.clock, name, value)
 
     def to_blob(self) -> dict[str, Any]:
-        return {"model": self.model, "optimizer": self.optimizer, "rng": self.rng, "scaler": self.scaler}
+        blob = {"model": self.model, "optimizer": self.optimizer, "rng": self.rng, "scaler": self.scaler}
+        return blob | ({"clock": self.clock} if self.clock is not None else {})
 
     @classmethod
     def from_blob(cls, blob: dict[str, Any]) -> TrainingState:
-        return cls(blob["model"], blob["optimizer"], blob["rng"], blob.get("scaler"))
+        return cls(blob["model"], blob["optimizer"], blob["rng"], blob.get("scaler"), blob.get("clock"))
 
 
 def _save_atomic(blob: dict[str, Any], path: Path) -> Path:
@@ -161,25 +171,10 @@ def _load(path: Path) -> dict[str, Any]:
 
 @contextmanager
 def locked(key: str, what: str = "experience 0") -> Iterator[None]:
-    """Hold an exclusive lock on one cache key (experience 0's, a reference's), across processes; the OS drops it
-    if a holder dies."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; concurrent runs may train experience 0 twice
+    """Hold an exclusive lock on one cache key (experience 0's, a reference's) across processes and machines that
+    share the cache folder (`clbench.locks`); a holder that dies loses it."""
+    with lease_lock(checkpoint_dir() / f"{key}.lock", what):
         yield
-        return
-    path = checkpoint_dir() / f"{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"{what}: waiting for another run that is training it", file=sys.stderr)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _path(key: str) -> Path:
@@ -306,10 +301,11 @@ class Checkpointer(SupervisedPlugin):
     calls plugins in list order), so that an epoch's state is taken before other plugins act on it.
     """
 
-    def __init__(self, checkpoint: RunCheckpoint, experience0_key: str | None = None) -> None:
+    def __init__(self, checkpoint: RunCheckpoint, experience0_key: str | None = None, *, write: bool = True) -> None:
         super().__init__()
         self.checkpoint = checkpoint
         self.experience0_key = experience0_key
+        self.write = write  # False on the ranks of a torchrun job other than 0: they restore, but write once
         self._pending: TrainingState | None = None
         self._epochs = 0
         self._trained = 0
@@ -329,6 +325,8 @@ class Checkpointer(SupervisedPlugin):
         self._trained = 0
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
+        if self._pending is not None:
+            strategy.clock.train_exp_epochs = self._epochs  # this experience's epochs done before the restore
         self._restore_pending(strategy)
 
     def after_training_epoch(self, strategy, **kwargs) -> None:
@@ -337,7 +335,8 @@ class Checkpointer(SupervisedPlugin):
         self.checkpoint.experience = strategy.experience.current_experience
         self.checkpoint.epochs_done = self._epochs
         self.checkpoint.current = TrainingState.capture(strategy)
-        save_run(self.checkpoint)
+        if self.write:
+            save_run(self.checkpoint)
 
     def experience_ending(self, strategy) -> None:
         self._restore_pending(strategy)  # a replayed experience: no epoch ran, its end is the saved one
@@ -346,11 +345,14 @@ class Checkpointer(SupervisedPlugin):
 
     def after_training_exp(self, strategy, **kwargs) -> None:
         i = strategy.experience.current_experience
-        if i == 0 and self._trained and self.experience0_key is not None:
+        if i == 0 and self._trained and self.experience0_key is not None and self.write:
             save(self.experience0_key, self.checkpoint.boundaries[0])
 
     def experience_done(self, i: int) -> None:
-        """Called once experience `i` is trained and evaluated."""
-        self.checkpoint.experience, self.checkpoint.epochs_done, self.checkpoint.current = i + 1, 0, None
+        """Called once experience `i` is trained and evaluated (or replayed: then a later experience's
+        mid-experience state, which a resumed run is about to continue from, stays)."""
+        if self.checkpoint.experience <= i:
+            self.checkpoint.experience, self.checkpoint.epochs_done, self.checkpoint.current = i + 1, 0, None
         self.checkpoint.logged = max(self.checkpoint.logged, i + 1)
-        save_run(self.checkpoint)
+        if self.write:
+            save_run(self.checkpoint)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from clbench.console import quiet_libraries
@@ -122,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--jobs", type=int, default=1, help="cells run at once, each in its own process (default: 1)")
     sweep.add_argument(
+        "--engine",
+        choices=("pool", "ray"),
+        default="pool",
+        help="where cells run: local processes (pool, default) or Ray tasks (needs the [ray] extra)",
+    )
+    sweep.add_argument("--address", help="Ray cluster to join (as `ray start --head` prints); default: a local one")
+    sweep.add_argument("--cell-cpus", type=float, default=1.0, help="CPUs each cell asks Ray for (default: 1)")
+    sweep.add_argument("--cell-gpus", type=float, default=0.0, help="GPUs each cell asks Ray for (default: 0)")
+    sweep.add_argument(
         "--references",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -203,34 +213,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     from clbench.runner import run
     from clbench.strategy import instantiate, resolve
 
-    if args.resume is not None:
-        return _resume(args)
-    config, strategy_sets, scenario_sets = _base_config(args)
-    scenario = scenarios.load(args.scenario, scenario_sets)
-    strategy = instantiate(resolve(args.strategy), strategy_sets)
-    run(
-        config,
-        strategy,
-        scenario,
-        experiment=args.experiment,
-        run_name=args.run_name,
-        tracking_uri=args.tracking_uri,
-        progress=not args.no_progress,
-        strategy_spec=args.strategy,
-        scenario_spec=args.scenario,
-    )
+    with _torchrun(args):
+        if args.resume is not None:
+            return _resume(args)
+        config, strategy_sets, scenario_sets = _base_config(args)
+        scenario = scenarios.load(args.scenario, scenario_sets)
+        strategy = instantiate(resolve(args.strategy), strategy_sets)
+        run(
+            config,
+            strategy,
+            scenario,
+            experiment=args.experiment,
+            run_name=args.run_name,
+            tracking_uri=args.tracking_uri,
+            progress=not args.no_progress,
+            strategy_spec=args.strategy,
+            scenario_spec=args.scenario,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _torchrun(args: argparse.Namespace) -> Iterator[None]:
+    """Under torchrun: join the process group first (on the device asked for), and let rank 0 alone speak."""
+    from clbench import distributed
+
+    if not distributed.launched():
+        yield
+        return
+    distributed.start(args.device or "auto")
+    try:
+        with distributed.quiet_followers():
+            yield
+    finally:
+        distributed.stop()
 
 
 def _resume(args: argparse.Namespace) -> int:
     """Continue a checkpointed run: its config, strategy, experiment and store come from the checkpoint."""
-    from clbench import checkpoints
+    from clbench import checkpoints, distributed
     from clbench import scenario as scenarios
     from clbench.config import RunConfig
     from clbench.runner import run
     from clbench.strategy import instantiate, resolve
 
-    checkpoint = checkpoints.load_run(None if args.resume == "latest" else args.resume)
+    checkpoint = distributed.from_main(lambda: checkpoints.load_run(None if args.resume == "latest" else args.resume))
     meta = checkpoint.meta
     strategy = instantiate(resolve(meta["strategy"]["spec"]), meta["strategy"]["params"])
     # Checkpoints from before scenarios were plugins ran clevr-humans, with its fraction in the data config.
@@ -252,9 +279,15 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from clbench import distributed
     from clbench import scenario as scenarios
-    from clbench.sweep import SweepSpec, parse_list, sweep
+    from clbench.sweep import Engine, SweepSpec, parse_list, sweep
 
+    if distributed.launched():
+        raise ConfigError(
+            "sweep does not run under torchrun (each cell is its own run)",
+            "start it with python -m clbench sweep; use --engine ray to spread cells over machines",
+        )
     config, strategy_sets, scenario_sets = _base_config(args)
     grid = dict(_grid_axis(item) for item in args.grid)
     has_fraction = "fraction" in scenarios.resolve(args.scenario).parameters()
@@ -272,9 +305,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs} is below 1", "give --jobs 1 or more (at most the CPU cores)")
+    if args.engine == "pool" and (args.address or args.cell_cpus != 1 or args.cell_gpus):
+        raise ConfigError("--address, --cell-cpus and --cell-gpus are Ray's", "add --engine ray, or leave them out")
+    engine = Engine(args.engine, args.address, args.cell_cpus, args.cell_gpus)
     result = sweep(
         spec,
         jobs=args.jobs,
+        engine=engine,
         experiment=args.experiment,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,

@@ -75,9 +75,12 @@ class GrowingEmbedding(DynamicModule):
         old = self.embedding
         if num_embeddings <= old.num_embeddings:
             return
-        new = nn.Embedding(num_embeddings, old.embedding_dim, padding_idx=0).to(old.weight.device)
-        # New rows are drawn from a generator of their own, not the global RNG, so growing (which may happen
-        # at evaluation time) neither depends on nor changes what the run has drawn so far.
+        # Made without its own initialisation, and the new rows drawn from a generator of their own: growing
+        # (which may happen at evaluation time, on one rank of a torchrun job only) neither depends on nor
+        # changes what the run has drawn from the global RNG.
+        new = nn.utils.skip_init(
+            nn.Embedding, num_embeddings, old.embedding_dim, padding_idx=0, device=old.weight.device
+        )
         rows = torch.randn(
             num_embeddings - old.num_embeddings, old.embedding_dim, generator=self._rows_rng(num_embeddings)
         )

@@ -29,7 +29,7 @@ from avalanche.evaluation.metrics import (
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
-from clbench import checkpoints, continual, cost, measures, metric_names, plots, references, tracking
+from clbench import checkpoints, continual, cost, distributed, measures, metric_names, plots, references, tracking
 from clbench.benchmark import Benchmark, BuildContext
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
@@ -263,31 +263,38 @@ def run(
     resume: checkpoints.RunCheckpoint | None = None,
     strategy_spec: str | None = None,
     scenario_spec: str | None = None,
-) -> RunResult:
+) -> RunResult | None:
     """Train experience by experience, evaluating the whole test stream after each; log all to MLflow.
 
     `run_id` continues a run created beforehand (a sweep creates its cells' runs, tagged with their parent);
-    `resume` continues an interrupted run from its checkpoint, in the same MLflow run.
+    `resume` continues an interrupted run from its checkpoint, in the same MLflow run. Under torchrun
+    (`clbench.distributed`), every rank calls this; rank 0 alone logs, evaluates and returns the result.
     """
     started = time.perf_counter()
     scenario = scenario or load_scenario(DEFAULT_SCENARIO)
     names = checked_names(scenario)
     config.train.check_experiences(names)  # before any data is generated or read
+    main = distributed.is_main()
+    if distributed.active():
+        _check_distributable(config, strategy)
 
     # -- build: data, store, model
-    device = resolve_device(config.device)
+    device = resolve_device(distributed.device() or config.device)
     uri = tracking.tracking_uri(tracking_uri)
-    tracking.configure(uri)
+    if main:
+        tracking.configure(uri)
     experiment = experiment or scenario.name
     RNGManager.set_random_seeds(config.seed)
-    bench = build_benchmark(config, scenario, progress)
+    with distributed.main_first():  # one rank generates the data, the others read it
+        bench = build_benchmark(config, scenario, progress and main)
     if bench.experience_names != names:  # a user's scenario whose build disagrees with what it announced
         raise ConfigError(
             f"scenario {scenario.name!r} announced experiences {names} but built {bench.experience_names}",
             "return the same names from experience_names() as the Parts given to assemble()",
         )
-    tracking.prepare_store(uri)  # after the data is known good: bad input leaves no store behind
-    tracking.end_orphaned_runs(experiment)
+    if main:
+        tracking.prepare_store(uri)  # after the data is known good: bad input leaves no store behind
+        tracking.end_orphaned_runs(experiment)
     RNGManager.set_random_seeds(config.seed)
     model = build_model(config, bench, device)
     key = checkpoints.experience0_key(
@@ -298,28 +305,30 @@ def run(
     print(f"{describe_shortcut(strategy)}.", file=sys.stderr)
 
     with (
-        tracking.mlflow_run(experiment, run_name, resume.run_id if resume else run_id) as run_id,
+        _mlflow_run(experiment, run_name, resume.run_id if resume else run_id) as run_id,
         ExitStack() as experience0_lock,
     ):
         # -- restore: from the run's own checkpoint, or the experience-0 cache, or nothing
         if resume is None:
-            if reuse:  # runs sharing experience 0 (a sweep's cells) wait here while one of them trains it
+            if reuse and main:  # runs sharing experience 0 (a sweep's cells) wait here while one of them trains it
                 experience0_lock.enter_context(checkpoints.locked(f"experience0-{key}"))
-            cached = checkpoints.load(key) if reuse else None
+            cached = distributed.from_main(lambda: checkpoints.load(key) if reuse else None)
             meta = {"experiment": experiment, "run_name": run_name, "tracking_uri": uri}
             meta |= _what_to_resume(config, strategy, scenario, strategy_spec, scenario_spec)
             checkpoint = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
             cache_key = key if reuse else ""
-            _log_params(run_id, config, strategy, scenario, bench, model, device, cache_key, cached is not None)
+            if main:
+                _log_params(run_id, config, strategy, scenario, bench, model, device, cache_key, cached is not None)
         else:
             checkpoint = resume.resumed_as(shortcut(strategy))
             print(f"resuming run {run_id} at {_position(resume, names)}", file=sys.stderr)
         experience0_trained = not checkpoint.boundaries and config.train.epochs_of(0) > 0
-        checkpointer = checkpoints.Checkpointer(checkpoint, key if reuse else None)
+        checkpointer = checkpoints.Checkpointer(checkpoint, key if reuse else None, write=main)
         film_stats, predictions = FiLMStatistics(), Predictions()
-        logger = tracking.MLflowLogger(run_id)
-        watcher = _continual_evaluation(config, bench, strategy, checkpoint, logger)
+        logger = tracking.MLflowLogger(run_id) if main else tracking.NullLogger()
+        watcher = _continual_evaluation(config, bench, strategy, checkpoint, logger) if main else None
         metrics = [film_stats, predictions]
+        progress = progress and main
         template = _template(config, model, bench, strategy, checkpointer, watcher, logger, metrics, device, progress)
 
         # -- train and evaluate each experience (an offline strategy: once, on all of them)
@@ -338,8 +347,12 @@ def run(
                     _train(template, checkpointer, watcher, checkpoint, config, i, experience, rows[i], resumed)
                     train_seconds += time.perf_counter() - begun
                     experience0_lock.close()
-                    measured.append(_evaluate(template, bench, film_stats, predictions, rows[i], _loader_args(config)))
+                    if main:  # the other ranks wait for it at the next experience's first gradient exchange
+                        row = _evaluate(template, bench, film_stats, predictions, rows[i], _loader_args(config))
+                        measured.append(row)
                 checkpointer.experience_done(i)
+        if not main:
+            return None
 
         # -- results
         spent = _cost(template, [checkpointer, logger, film_stats, predictions, watcher], train_seconds, device)
@@ -355,6 +368,32 @@ def run(
         checkpoints.delete_run(run_id)  # finished: the final model is an MLflow artifact now
     print(result.summary(), file=out or sys.stdout)
     return result
+
+
+@contextmanager
+def _mlflow_run(experiment: str, run_name: str, run_id: str | None) -> Iterator[str]:
+    """The run's MLflow run, on rank 0; the other ranks of a torchrun job learn its id and touch MLflow not at all."""
+    if not distributed.is_main():
+        yield distributed.from_main(lambda: None)
+        return
+    with tracking.mlflow_run(experiment, run_name, run_id) as started:
+        yield distributed.from_main(lambda: started)
+
+
+def _check_distributable(config: RunConfig, strategy: Strategy) -> None:
+    """What torchrun cannot run, said before any work starts."""
+    distributed.per_rank_batch(config.train.batch_size)
+    if config.eval.references:
+        raise ConfigError(
+            "--references is not available under torchrun (the references train on one process)",
+            "leave --references out here, and run them in a single process or in a sweep",
+        )
+    if strategy.template is not None and strategy.template.__name__ not in distributed.DATA_PARALLEL_TEMPLATES:
+        raise ConfigError(
+            f"strategy {strategy.name!r} runs its own training loop ({strategy.template.__name__}), which torchrun "
+            "cannot make data-parallel",
+            "run it in a single process (python -m clbench run), or spread a sweep over a Ray cluster instead",
+        )
 
 
 def _what_to_resume(
@@ -433,21 +472,23 @@ def _template(
         bwt_metrics(experience=True, stream=True),
         QuestionTypeAccuracy(bench.type_names),
         *metrics,
-        loggers=[logger],
+        loggers=[logger] if distributed.is_main() else [],
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
+    own = strategy.plugins(model)
     return template_class(strategy.template)(
         model=model,
         optimizer=optimizer,
         criterion=torch.nn.CrossEntropyLoss(),
-        train_mb_size=config.train.batch_size,
+        train_mb_size=distributed.per_rank_batch(config.train.batch_size),
         train_epochs=config.train.epochs_of(0),
         eval_mb_size=config.train.eval_batch_size,
         device=device,
         plugins=[
             checkpointer,  # first: it must see an experience's end before any strategy hook changes state
-            *strategy.plugins(model),
+            *own,
             *([watcher] if watcher is not None else []),  # after the strategy's: the model once their hooks ran
+            *([distributed.AgreementCheck(own)] if distributed.active() else []),
             *([ProgressBar(bench.experience_names)] if progress else []),
         ],
         evaluator=evaluator,
@@ -514,8 +555,15 @@ def _evaluate(
     after: str,
     loader_args: dict[str, Any],
 ) -> _Measured:
-    """The whole test stream: accuracy per test set, per question type where a set holds several, and FiLM."""
+    """The whole test stream: accuracy per test set, per question type where a set holds several, and FiLM.
+
+    Evaluation leaves the random state as it found it (its loaders draw seeds from it): training goes on the
+    same whether or not, and how often, it evaluates, which is also what keeps the ranks of a torchrun job,
+    where rank 0 alone evaluates, drawing the same shuffles.
+    """
+    rng = checkpoints.rng_state()
     metrics = template.eval(bench.test_stream, **loader_args)
+    checkpoints.set_rng_state(rng)
     per_type = {}
     for j, test in enumerate(bench.test_names):
         row = {

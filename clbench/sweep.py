@@ -1,7 +1,8 @@
 """Sweeps: strategies × seeds × any grid of parameters, as one MLflow parent run with a child run per cell.
 
 A grid axis is any config field (`train.lr`), scenario parameter (`scenario.fraction`, `scenario.order`) or
-strategy parameter (`ewc_lambda`). Cells run in a local process pool. Cells that agree on what experience 0
+strategy parameter (`ewc_lambda`). Cells run in a local process pool, or as Ray tasks on a cluster
+(`clbench.ray_engine`). Cells that agree on what experience 0
 depends on (scenario identity, data, model, its training, seed) share it: the first of each group trains and
 caches it (`clbench.checkpoints`); the group's other cells are queued once it is done and start from the cache.
 A cell that fails is recorded as a FAILED child run and the sweep goes on; running the same sweep again
@@ -145,6 +146,41 @@ class SweepResult:
         return sum(o.experience0_trained for o in self.outcomes)
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Where cells run: `pool` (local processes, the default) or `ray` (a local Ray instance, or a cluster)."""
+
+    name: str = "pool"
+    address: str | None = None
+    cell_cpus: float = 1.0
+    cell_gpus: float = 0.0
+
+    def connect(self, uri: str):
+        """The Ray pool, connected and checked against `uri`; None for the local pool."""
+        if self.name == "pool":
+            return None
+        from clbench.ray_engine import RayPool
+
+        pool = RayPool(self.address, self.cell_cpus, self.cell_gpus)
+        try:
+            pool.check_cluster(uri)
+        except BaseException:
+            pool.close()
+            raise
+        return pool
+
+    def describe(self) -> str:
+        where = f"cluster {self.address}" if self.address else "a local Ray instance"
+        return f"{where}, {self.cell_cpus:g} CPUs and {self.cell_gpus:g} GPUs per cell"
+
+
+def _pool(ray_pool, jobs: int, threads: int):
+    """The executor cells are submitted to: the connected Ray pool, or a fresh local process pool."""
+    if ray_pool is not None:
+        return contextlib.nullcontext(ray_pool)
+    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=init_worker, initargs=(threads,))
+
+
 def parse_list(text: str, kind: type, what: str) -> tuple:
     """`a,b,c` → a tuple of `kind`, with a one-line error naming the bad item."""
     items = [item.strip() for item in text.split(",") if item.strip()]
@@ -168,15 +204,22 @@ def sweep(
     progress: bool = True,
     out=None,
     command: str = "",
+    engine: Engine | None = None,
 ) -> SweepResult:
-    """Run every cell of the grid not finished yet, `jobs` at a time; log the parent run's report."""
+    """Run every cell of the grid not finished yet, `jobs` at a time (on Ray: as many as the cluster fits); log
+    the parent run's report."""
     from mlflow import MlflowClient
 
     out = out or sys.stdout
     started = time.perf_counter()
+    engine = engine or Engine()
     uri = tracking.tracking_uri(tracking_uri)
     tracking.configure(uri)
     groups = _check_cells(spec)
+    ray_pool = engine.connect(uri)  # a cluster that cannot reach the store or the cache is refused before any write
+    if ray_pool is not None:
+        jobs = ray_pool.capacity()
+        print(f"sweep on Ray: {jobs} cells at a time ({engine.describe()})", file=out)
     tracking.prepare_store(uri)
     experiment = experiment or load_scenario(spec.scenario, spec.scenario_sets).name
     client = MlflowClient()
@@ -193,14 +236,7 @@ def sweep(
     status = "FAILED"
     try:
         with (
-            ProcessPoolExecutor(
-                jobs,
-                mp_context=get_context("spawn"),
-                initializer=init_worker,
-                initargs=(threads,),
-            )
-            if pending
-            else contextlib.nullcontext() as pool,
+            _pool(ray_pool, jobs, threads) if pending else contextlib.nullcontext() as pool,
             tqdm(
                 total=len(cells),
                 initial=len(skipped),
@@ -221,6 +257,8 @@ def sweep(
     finally:
         result = SweepResult(parent_id, skipped + outcomes, time.perf_counter() - started)
         _close_parent(client, parent_id, result, status)
+        if ray_pool is not None:
+            ray_pool.close()
     print(_tally(result), file=out)
     if result.count("FINISHED") + result.count("SKIPPED"):
         _report_to_parent(parent_id, experiment, uri, out)

@@ -133,6 +133,17 @@ def log_params(run_id: str, params: Mapping[str, Any]) -> None:
         client.log_batch(run_id, params=items[start : start + 100])
 
 
+class NullLogger:
+    """What the ranks of a torchrun job other than 0 log to: nothing (rank 0's MLflowLogger logs the run)."""
+
+    @contextmanager
+    def muted(self, mute: bool = True) -> Iterator[None]:
+        yield
+
+    def flush(self) -> None:
+        pass
+
+
 class MLflowLogger(BaseLogger):
     """Avalanche logger → MLflow metrics of one run, with steps (Avalanche's x_plot: training iterations)."""
 

@@ -7,7 +7,9 @@ Avalanche's; it adds two things no Avalanche template has:
   `backward` and `optimizer_step`;
 - an `experience_ending(strategy)` call to plugins that have one, before the template's own end-of-experience
   work. DER updates its buffer there before any plugin's `after_training_exp` runs, so this is the one point
-  where the state at an experience's end can be taken (and put back) before anything acts on it.
+  where the state at an experience's end can be taken (and put back) before anything acts on it;
+- under torchrun, training's forward pass goes through a DDP view of the model (`clbench.distributed`), and
+  evaluation reads whole test sets (rank 0 evaluates alone).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from avalanche.training.plugins import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from tqdm.auto import tqdm
+
+from clbench import distributed
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -40,6 +44,8 @@ class LoopAdditions:
         super().__init__(**kwargs)
         self.amp = amp
         self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+        self._ddp: torch.nn.Module | None = None
+        self._ddp_parameters: tuple[int, ...] = ()
 
     def _autocast(self):
         if self.amp is None:
@@ -48,7 +54,26 @@ class LoopAdditions:
 
     def forward(self):
         with self._autocast():
+            if self.is_training and distributed.active():  # FiLM is no multi-task module: Avalanche calls model(x)
+                return self._data_parallel()(self.mb_x)
             return super().forward()
+
+    def _data_parallel(self) -> torch.nn.Module:
+        """The DDP view of the current model, made anew when its parameters change: a strategy replacing the model
+        (GDumb), or the question encoder's embedding growing with a new experience's words."""
+        parameters = tuple(map(id, self.model.parameters()))
+        if self._ddp is None or self._ddp_parameters != parameters:
+            self._ddp, self._ddp_parameters = distributed.wrap(self.model), parameters
+        return self._ddp
+
+    def _check_distributed_training_compatibility(self) -> bool:
+        """Avalanche warns about every plugin not marked `supports_distributed`, which is most of its own. Whether
+        a strategy's state agrees across ranks is checked on the state itself instead (`AgreementCheck`)."""
+        return True
+
+    def make_eval_dataloader(self, **kwargs):
+        super().make_eval_dataloader(**kwargs)
+        self.dataloader.distributed_sampling = False  # rank 0 evaluates alone, on the whole test set
 
     def criterion(self):
         return super().criterion().float()
@@ -67,6 +92,8 @@ class LoopAdditions:
             super().optimizer_step()
 
     def _after_training_exp(self, **kwargs):
+        if distributed.active():
+            distributed.sync_buffers(self.model)
         for plugin in self.plugins:
             if hasattr(plugin, "experience_ending"):
                 plugin.experience_ending(self)

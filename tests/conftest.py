@@ -34,3 +34,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def tracking_store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+# Services started by the tests themselves, on 127.0.0.1 (pytest finds fixtures imported here).
+from tests.services import mlflow_server, ray_head, swept_on_ray  # noqa: E402, F401

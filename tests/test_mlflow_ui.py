@@ -1,74 +1,41 @@
-"""Runs compared in the MLflow UI, for real: a sweep over HTTP to a live `mlflow server`, read back through the
-REST API the UI uses, and the UI's runs page rendered in headless Chromium."""
+"""Runs compared in the MLflow UI, for real: the sweep on a Ray cluster (`tests.services`) logs over HTTP to a
+live `mlflow server`; read back through the REST API the UI uses, and the UI's pages rendered in headless
+Chromium."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from clbench.config import PRESETS
-from clbench.sweep import PARENT_TAG, SweepSpec, sweep
+from clbench.tracking import KIND_TAG, PARENT_TAG
+from tests.services import RAY_EXPERIMENT
 
-EXPERIMENT = "ui-test"
+EXPERIMENT = RAY_EXPERIMENT
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def server(mlflow_server: str) -> str:
+    return mlflow_server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server on 127.0.0.1 and a free port, over its own SQLite store."""
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    command += ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "art")]
-    log = (home / "server.log").open("w")
-    process = subprocess.Popen(command, cwd=home, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start: {(home / 'server.log').read_text()[-2000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+def swept_over_http(swept_on_ray, mlflow_server: str) -> str:
+    """The parent run of the sweep on the Ray cluster: its cells logged to the server over HTTP, one of them
+    after losing its worker mid-way."""
+    from mlflow import MlflowClient
 
-
-@pytest.fixture(scope="module")
-def swept_over_http(server: str, tiny_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    config = PRESETS["tiny"]
-    config = replace(config, data=replace(config.data, root=str(tiny_root)))
-    spec = SweepSpec(("naive", "replay"), (0,), config, grid=(("scenario.fraction", ("0.5", "1")),))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path_factory.mktemp("client"))
-        result = sweep(spec, jobs=2, experiment=EXPERIMENT, tracking_uri=server, progress=False, out=io.StringIO())
-    assert result.count("FINISHED") == 4
-    return result
+    assert swept_on_ray.returncode == 0, swept_on_ray.output[-3000:]
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    return client.search_runs([experiment], f"tags.`{KIND_TAG}` = 'sweep'")[0].info.run_id
 
 
 def _api(server: str, endpoint: str, body: dict | None = None, **query: str) -> dict:
@@ -83,10 +50,10 @@ def _api(server: str, endpoint: str, body: dict | None = None, **query: str) -> 
 
 def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_over_http):
     experiment = _api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
-    parent = _api(server, "runs/get", run_id=swept_over_http.parent_run_id)["run"]
+    parent = _api(server, "runs/get", run_id=swept_over_http)["run"]
     assert parent["info"]["status"] == "FINISHED"
     parent_params = {p["key"]: p["value"] for p in parent["data"]["params"]}
-    assert parent_params["sweep.strategies"] == "naive,replay"
+    assert parent_params["sweep.strategies"] == "naive,ewc"
     assert parent_params["sweep.grid.scenario.fraction"] == "0.5,1"
     parent_metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
     assert parent_metrics["sweep/experience0_trained"] <= 1 and parent_metrics["sweep/cells_failed"] == 0
@@ -96,7 +63,7 @@ def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_
         "runs/search",
         {
             "experiment_ids": [experiment["experiment_id"]],
-            "filter": f"tags.`{PARENT_TAG}` = '{swept_over_http.parent_run_id}'",
+            "filter": f"tags.`{PARENT_TAG}` = '{swept_over_http}'",
             "max_results": 100,
         },
     )["runs"]
@@ -111,9 +78,9 @@ def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_
             assert 0 <= abs(metrics[name]) <= 1
         assert "film/after_CLEVR-Humans/CLEVR/all/gamma_negative_share" in metrics
         assert "film_drift/CLEVR/all/gamma_mean_abs_change" in metrics
-    assert cells == {(s, f, "0") for s in ("naive", "replay") for f in ("0.5", "1.0")}
+    assert cells == {(s, f, "0") for s in ("naive", "ewc") for f in ("0.5", "1.0")}
 
-    artifacts = _api(server, "artifacts/list", run_id=swept_over_http.parent_run_id, path="report")
+    artifacts = _api(server, "artifacts/list", run_id=swept_over_http, path="report")
     assert "report/accuracy_vs_fraction.png" in {f["path"] for f in artifacts["files"]}
 
 

@@ -93,6 +93,7 @@ def _run_args(plugin: str, tiny_root: Path, store: str) -> list[str]:
     return ["run", "--strategy", plugin, *data, "--tracking-uri", store, "--experiment", EXPERIMENT, "--no-progress"]
 
 
+@pytest.mark.slow  # 25 s; the Ray test SIGKILLs a cell mid-experience and resumes it, the contract test every strategy
 def test_sigkill_mid_experience_then_resume_equals_an_uninterrupted_run(
     plugin, tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
