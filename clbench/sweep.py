@@ -129,7 +129,8 @@ class CellOutcome:
     error: str = ""
     experience0_trained: bool = False
     figures: dict[str, float] = field(default_factory=dict)
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0  # inside the worker
+    overhead_s: float = 0.0  # the rest of the time from submitting the cell to its outcome: scheduling, transport
 
 
 @dataclass
@@ -366,6 +367,7 @@ def _schedule(
     waiting = {group: cells[1:] for group, cells in members.items()}
     ready = deque(leaders)
     running: dict[Future, Cell] = {}
+    submitted: dict[Future, float] = {}
 
     broken: list[Cell] = []
 
@@ -373,7 +375,8 @@ def _schedule(
         while ready and len(running) < jobs:
             cell = ready.popleft()
             try:
-                running[pool.submit(run_cell, cell, spec, parent_id, experiment, uri)] = cell
+                future = pool.submit(run_cell, cell, spec, parent_id, experiment, uri)
+                running[future], submitted[future] = cell, time.perf_counter()
             except BrokenProcessPool:  # a worker died: no cell can start any more
                 broken.append(cell)
 
@@ -391,7 +394,9 @@ def _schedule(
             cell = running.pop(future)
             ready.extendleft(reversed(waiting.pop(groups[cell], [])))  # a leader's end: its group goes next
             try:
-                yield future.result()
+                outcome = future.result()
+                outcome.overhead_s = time.perf_counter() - submitted.pop(future) - outcome.wall_time_s
+                yield outcome
             except BrokenProcessPool:
                 yield CellOutcome(cell, "", "FAILED", error="its worker process died (killed, or out of memory)")
             except Exception as exc:  # the cell's run could not even be created (tracking store unreachable)
@@ -503,5 +508,8 @@ def _close_parent(client, parent_id: str, result: SweepResult, status: str) -> N
         "sweep/experience0_trained": result.experience0_trained,
         "sweep/wall_time_s": result.wall_time_s,
     }
+    ran = [o.overhead_s for o in result.outcomes if o.status == "FINISHED"]
+    if ran:
+        figures["sweep/cell_overhead_s"] = sum(ran) / len(ran)
     client.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
     client.set_terminated(parent_id, status)

@@ -5,6 +5,8 @@ show its runs).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import secrets
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -62,26 +65,32 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def ray_head() -> Iterator[tuple[str, dict[str, str]]]:
+def ray_head() -> Iterator[str]:
     """A Ray head node with 2 CPUs in its own session, addressed on 127.0.0.1, with token authentication (Ray
-    listens on every interface: the token keeps anyone else out); its address and the environment that may
-    join it."""
+    listens on every interface: the token keeps anyone else out). This process holds the token while it lives,
+    so that it may drive the cluster."""
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     log = Path(temp) / "head.log"
-    command = ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
+    ray = str(Path(sys.executable).with_name("ray"))  # the CLI beside this Python, activated or not
+    command = [ray, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
     command += ["--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]
     command += ["--object-store-memory=200000000"]
     with log.open("w") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=os.environ | auth, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 120
         while b"Ray runtime started" not in log.read_bytes():
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"ray start failed: {log.read_text()[-2000:]}")
             time.sleep(0.5)
-        yield f"127.0.0.1:{port}", env
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in auth.items():
+                patch.setenv(name, value)
+            yield f"127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -97,51 +106,68 @@ RAY_EXPERIMENT = "ray-sweep"
 
 @dataclass(frozen=True)
 class RaySweep:
-    command: list[str]  # the sweep, as a user types it
-    env: dict[str, str]
+    argv: list[str]  # the sweep, as a user types it after `python -m clbench`
     cwd: Path
     output: str
-    returncode: int
+    exit_code: int
     killed: str  # the run id of the cell whose worker was killed
     killed_after: int  # the epochs of its second experience it had checkpointed then
 
 
 @pytest.fixture(scope="session")
 def swept_on_ray(ray_head, mlflow_server, tiny_root, tmp_path_factory) -> RaySweep:
-    """`sweep --engine ray` (naive, ewc × fractions 0.5, 1) on the Ray head against the MLflow server; once a cell
-    has checkpointed mid-way through its second experience, its Ray worker is SIGKILLed."""
-    address, env = ray_head
+    """`sweep --engine ray` (naive, ewc × fractions 0.5, 1) on the Ray head against the MLflow server, driven from
+    this process; once a cell has checkpointed mid-way through its second experience, its Ray worker is
+    SIGKILLed."""
+    from clbench.cli import main
+
     cwd = tmp_path_factory.mktemp("ray-client")
-    command = [sys.executable, "-m", "clbench", "sweep", "--preset", "tiny", "--data", str(tiny_root)]
-    command += ["--strategies", "naive,ewc", "--seeds", "0", "--fractions", "0.5,1", "--no-references"]
-    command += ["--set", "train.epochs=1,20", "--experiment", RAY_EXPERIMENT, "--no-progress"]
-    command += ["--engine", "ray", "--address", address, "--tracking-uri", mlflow_server]
-    sweep = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed, after = _kill_a_cell_mid_experience(Path(os.environ["CLBENCH_CACHE_DIR"]), mlflow_server, sweep)
-    output = sweep.communicate(timeout=400)[0]
-    return RaySweep(command, env, cwd, output, sweep.returncode, killed, after)
+    argv = ["sweep", "--preset", "tiny", "--data", str(tiny_root), "--strategies", "naive,ewc", "--seeds", "0"]
+    argv += ["--fractions", "0.5,1", "--no-references", "--set", "train.epochs=1,20", "--experiment", RAY_EXPERIMENT]
+    argv += ["--no-progress", "--engine", "ray", "--address", ray_head, "--tracking-uri", mlflow_server]
+    done, killed = threading.Event(), []
+    killer = threading.Thread(
+        target=_kill_a_cell_mid_experience, args=(Path(os.environ["CLBENCH_CACHE_DIR"]), mlflow_server, done, killed)
+    )
+    killer.start()
+    output = io.StringIO()
+    try:
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(output):
+            patch.chdir(cwd)
+            code = main(argv)
+    finally:
+        done.set()
+        killer.join()
+    if not killed:
+        pytest.fail(f"no cell was caught mid-experience: {output.getvalue()[-3000:]}")
+    return RaySweep(argv, cwd, output.getvalue(), code, *killed[0])
 
 
-def _kill_a_cell_mid_experience(cache: Path, server: str, sweep: subprocess.Popen) -> tuple[str, int]:
+def _kill_a_cell_mid_experience(cache: Path, server: str, done: threading.Event, killed: list) -> None:
     """Wait for a cell to checkpoint mid-way through its second experience, then SIGKILL its Ray worker."""
     from mlflow import MlflowClient
 
     from clbench.tracking import PID_TAG
 
+    while not done.wait(0.1):
+        found = mid_experience_checkpoint(cache)
+        if found is not None:
+            os.kill(int(MlflowClient(server).get_run(found[0]).data.tags[PID_TAG]), signal.SIGKILL)
+            killed.append(found)
+            return
+
+
+def mid_experience_checkpoint(cache: Path) -> tuple[str, int] | None:
+    """A run checkpoint written mid-way through a second experience, if there is one now: (run id, epochs done)."""
     runs = cache / "checkpoints" / "runs"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and sweep.poll() is None:
-        for path in runs.glob("*.pt") if runs.is_dir() else []:
-            try:
-                blob = torch.load(path, weights_only=True)
-            except Exception:  # being replaced right now
-                continue
-            if blob["experience"] == 1 and blob["epochs_done"] >= 2:
-                pid = int(MlflowClient(server).get_run(blob["run_id"]).data.tags[PID_TAG])
-                os.kill(pid, signal.SIGKILL)
-                return blob["run_id"], blob["epochs_done"]
-        time.sleep(0.1)
-    pytest.fail(f"no cell reached a mid-experience checkpoint: {sweep.communicate()[0][-3000:]}")
+    for path in runs.glob("*.pt") if runs.is_dir() else []:
+        try:
+            blob = torch.load(path, weights_only=True)
+        except Exception:  # being replaced right now
+            continue
+        if blob["experience"] == 1 and blob["epochs_done"] >= 2:
+            return blob["run_id"], blob["epochs_done"]
+    return None
 
 
 def resumed_after(log: str, run_id: str) -> int | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -235,6 +236,11 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     "sweep seed out of range": (_argv("sweep", "--preset", "tiny", "--seeds", "0,-1"), "seed -1 is outside"),
     "sweep with no jobs": (_argv("sweep", "--preset", "tiny", "--jobs", "0"), "--jobs 0"),
     "sweep with an unknown strategy": (_argv("sweep", "--preset", "tiny", "--strategies", "naive,ewk"), "did you mean"),
+    "Ray's options on the process pool": (_argv("sweep", "--preset", "tiny", "--address", "h:6379"), "are Ray's"),
+    "a Ray cell with no CPU": (
+        _argv("sweep", "--preset", "tiny", "--engine", "ray", "--cell-cpus", "0"),
+        "--cell-cpus 0",
+    ),
     "report with no store": (_argv("report", "--out", "{tmp}/out"), "no MLflow store at"),
     "report with no sweep in the store": (_empty_store, "no sweep found"),
     "resume with nothing to resume": (_argv("run", "--resume"), "no interrupted run to resume"),
@@ -276,4 +282,13 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
 
     with pytest.raises(ClbenchError):
         main(["--debug", "run", "--fraction", "1.5"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_ray_asked_for_where_it_is_not_installed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets without the [ray] extra
+    assert main(["sweep", "--preset", "tiny", "--engine", "ray"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs Ray, which is not installed" in err and "pip install -e '.[ray]'" in err and "\n" not in err
     assert os.listdir(tmp_path) == []

@@ -32,7 +32,7 @@ def swept_over_http(swept_on_ray, mlflow_server: str) -> str:
     after losing its worker mid-way."""
     from mlflow import MlflowClient
 
-    assert swept_on_ray.returncode == 0, swept_on_ray.output[-3000:]
+    assert swept_on_ray.exit_code == 0, swept_on_ray.output[-3000:]
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     return client.search_runs([experiment], f"tags.`{KIND_TAG}` = 'sweep'")[0].info.run_id

@@ -4,20 +4,20 @@ run, every cell ends FINISHED, and the same command again skips them all."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from mlflow import MlflowClient
 
 from clbench import checkpoints
+from clbench.cli import main
 from clbench.ray_engine import local_store_problem
 from clbench.tracking import KIND_TAG, PARENT_TAG
 from tests.services import RAY_EXPERIMENT, resumed_after
 
 
-def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker(swept_on_ray, mlflow_server, tmp_path):
+def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker(swept_on_ray, mlflow_server, tmp_path, monkeypatch, capsys):
     sweep = swept_on_ray
-    assert sweep.returncode == 0, sweep.output[-3000:]
+    assert sweep.exit_code == 0, sweep.output[-3000:]
     assert "sweep on Ray: 2 cells at a time" in sweep.output
     assert "4 cells finished, 0 skipped (done before), 0 failed" in sweep.output
 
@@ -33,8 +33,10 @@ def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker(swept_on_ray, mlflow_
     assert after is not None and after >= sweep.killed_after, log[-2000:]  # the retry went on from its checkpoint
     assert not checkpoints.run_path(sweep.killed).exists()  # finished: its checkpoint is gone
 
-    again = subprocess.run(sweep.command, cwd=sweep.cwd, env=sweep.env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "4 of 4 cells already finished" in again.stdout, again.stdout[-2000:]
+    monkeypatch.chdir(sweep.cwd)
+    assert main(sweep.argv) == 0  # the same command again
+    out = capsys.readouterr().out
+    assert "4 of 4 cells already finished" in out, out[-2000:]
 
 
 def test_a_cluster_of_several_nodes_refuses_a_local_store():

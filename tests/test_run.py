@@ -115,6 +115,7 @@ def test_embedding_grows_for_new_words_and_keeps_old_rows(tiny_config, tracking_
     assert torch.equal(start_of_humans[: end_of_clevr.shape[0]], end_of_clevr)
 
 
+@pytest.mark.slow  # 9 s; the strategy contract test compares whole runs for identity, every strategy
 def test_seeded_cpu_runs_are_repeatable(tiny_config, tracking_store):
     first = run(
         tiny_config,

@@ -247,6 +247,7 @@ def test_a_five_experience_run_killed_in_experience_three_resumes_to_the_same_en
     assert all(torch.equal(reference[k], got[k]) for k in reference)
 
 
+@pytest.mark.slow  # 26 s: a whole sweep; the default suite sweeps twice elsewhere (test_sweep, the Ray cluster)
 def test_a_sweep_over_two_orders_shares_experience0_by_first_type_and_reports_order_sensitivity(
     tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ):

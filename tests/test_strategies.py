@@ -18,6 +18,7 @@ def test_built_in_strategies_are_found_through_entry_points():
         assert issubclass(resolve(name), Strategy)
 
 
+@pytest.mark.slow  # 11 s: a pip install into a fresh folder; CI installs the project itself
 def test_plugin_folders_install_inside_clbench_not_as_top_level_packages(tmp_path: Path):
     """`strategies/` and `scenarios/` would clash with any other top-level package of those names."""
     import subprocess

@@ -14,34 +14,22 @@ import torch
 from mlflow import MlflowClient
 
 from clbench import distributed
+from tests.services import mid_experience_checkpoint
 
 EXPERIMENT = "torchrun-test"
 
 
 def _torchrun(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "clbench",
-        *args,
-    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    return [*launcher, "-m", "clbench", *args]
 
 
-def _mid_experience_checkpoint(runs: Path, process: subprocess.Popen) -> tuple[str, int]:
+def _mid_experience_checkpoint(cache: Path, process: subprocess.Popen) -> tuple[str, int]:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
-        for path in runs.glob("*.pt") if runs.is_dir() else []:
-            try:
-                blob = torch.load(path, weights_only=True)
-            except Exception:  # being replaced right now
-                continue
-            if blob["experience"] == 1 and blob["epochs_done"] >= 2:
-                return blob["run_id"], blob["epochs_done"]
+        found = mid_experience_checkpoint(cache)
+        if found is not None:
+            return found
         time.sleep(0.2)
     pytest.fail(f"no mid-experience checkpoint: {process.communicate()[0][-3000:]}")
 
@@ -53,7 +41,7 @@ def test_a_two_process_run_is_one_mlflow_run_and_resumes(tmp_path, tiny_root, mo
     command = _torchrun("run", "--preset", "tiny", "--data", str(tiny_root), "--strategy", "ewc", "--no-progress")
     command += ["--set", "train.epochs=1,12", "--experiment", EXPERIMENT, "--tracking-uri", store]
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_id, epochs_done = _mid_experience_checkpoint(cache / "checkpoints" / "runs", first)
+    run_id, epochs_done = _mid_experience_checkpoint(cache, first)
     first.send_signal(signal.SIGTERM)  # what a scheduler's preemption does to the launcher
     first.communicate(timeout=60)
 
