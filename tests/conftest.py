@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ def _isolated_homes(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["CLBENCH_CACHE_DIR"] = str(home / "cache")
     os.environ["CLBENCH_DATA_HOME"] = str(home / "data")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    # The tests' Ray head (tests.services) takes only this session's token. Set before anything imports Ray,
+    # which reads its authentication settings once per process.
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ import contextlib
 import io
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -67,30 +66,23 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[str]:
     """A Ray head node with 2 CPUs in its own session, addressed on 127.0.0.1, with token authentication (Ray
-    listens on every interface: the token keeps anyone else out). This process holds the token while it lives,
-    so that it may drive the cluster."""
+    listens on every interface: the session's token, set in conftest, keeps anyone else out)."""
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     log = Path(temp) / "head.log"
     ray = str(Path(sys.executable).with_name("ray"))  # the CLI beside this Python, activated or not
     command = [ray, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2"]
     command += ["--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]
     command += ["--object-store-memory=200000000"]
     with log.open("w") as sink:
-        process = subprocess.Popen(
-            command, env=os.environ | auth, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while b"Ray runtime started" not in log.read_bytes():
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"ray start failed: {log.read_text()[-2000:]}")
             time.sleep(0.5)
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in auth.items():
-                patch.setenv(name, value)
-            yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
