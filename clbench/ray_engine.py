@@ -14,6 +14,7 @@ checkpoints, locks) is one folder that every node sees.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ class RayPool:
                 "negative GPUs",
                 "give e.g. --cell-cpus 1 --cell-gpus 0",
             )
+        if address:
+            _check_reachable(address)
         env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
         try:
             ray.init(
@@ -154,6 +157,20 @@ class RayPool:
 
     def close(self) -> None:
         self.ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A cluster address nobody answers on is refused at once: Ray itself would retry for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray resolves them itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"nothing answers at the Ray cluster address {address} ({exc.strerror or type(exc).__name__})",
+            "start one with `ray start --head` and pass the address it prints, or leave --address out",
+        ) from None
 
 
 def local_store_problem(uri: str, nodes: int) -> tuple[str, str] | None:

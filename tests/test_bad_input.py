@@ -241,6 +241,10 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
         _argv("sweep", "--preset", "tiny", "--engine", "ray", "--cell-cpus", "0"),
         "--cell-cpus 0",
     ),
+    "a Ray cluster nobody runs": (
+        _argv("sweep", "--preset", "tiny", "--engine", "ray", "--address", "127.0.0.1:9"),
+        "nothing answers",
+    ),
     "report with no store": (_argv("report", "--out", "{tmp}/out"), "no MLflow store at"),
     "report with no sweep in the store": (_empty_store, "no sweep found"),
     "resume with nothing to resume": (_argv("run", "--resume"), "no interrupted run to resume"),
