@@ -7,10 +7,13 @@ what it reads from disk (a checkpoint to resume, the cache) it sends to the othe
 
 Strategy state that must agree across ranks (EWC importances, replay buffers, SI's path integrals) agrees by
 construction, and is checked:
-- every rank starts from the same seed and the same weights, and DDP keeps the weights equal;
+- every rank starts from the same seed and the same weights, and DDP keeps the weights equal; batch-norm
+  running statistics, each rank's own after the last forward pass, are set to rank 0's at every experience's
+  end (`sync_buffers`), before the strategy's hooks read the model;
 - every rank sees the whole experience in the strategy's own hooks (importances, buffer selection run over the
-  full dataset, not a shard), with the same random draws: the only draws that differ between ranks would be
-  rank 0's evaluations, which leave the random state as they found it (`clbench.runner._evaluate`);
+  full dataset, not a shard), with the same random draws: the only draws that could differ between ranks are
+  rank 0's evaluations, which leave the random state as they found it (`clbench.runner._evaluate`), and the
+  question encoder's embedding grows without drawing from it;
 - the shuffle is drawn from that shared random state (`ShardedRandomSampler`), so the ranks' shards of one epoch
   are disjoint and together are the whole permutation a one-process run would draw;
 - at the end of every experience, `AgreementCheck` compares a digest of the weights, optimiser and every tensor

@@ -388,10 +388,11 @@ def _check_distributable(config: RunConfig, strategy: Strategy) -> None:
             "--references is not available under torchrun (the references train on one process)",
             "leave --references out here, and run them in a single process or in a sweep",
         )
-    if strategy.template is not None and strategy.template.__name__ not in distributed.DATA_PARALLEL_TEMPLATES:
+    own_loop = strategy.template is not None and strategy.template.__name__ not in distributed.DATA_PARALLEL_TEMPLATES
+    if own_loop or not strategy.data_parallel:
+        why = f"runs its own training loop ({strategy.template.__name__})" if own_loop else "acts on each rank's batch"
         raise ConfigError(
-            f"strategy {strategy.name!r} runs its own training loop ({strategy.template.__name__}), which torchrun "
-            "cannot make data-parallel",
+            f"strategy {strategy.name!r} {why}, which torchrun cannot make data-parallel",
             "run it in a single process (python -m clbench run), or spread a sweep over a Ray cluster instead",
         )
 

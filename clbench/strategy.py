@@ -73,6 +73,9 @@ class Strategy(Plugin):
     template: ClassVar[type | None] = None
     """The Avalanche template that runs the loop when no plugin can express the method (DER, ER-ACE, joint);
     None is Avalanche's SupervisedTemplate."""
+    data_parallel: ClassVar[bool] = True
+    """Whether torchrun may train it data-parallel: False where its plugins act on one rank's minibatch (its
+    ranks would drift apart). A strategy that says True is still checked at each experience's end."""
 
     def plugins(self, model: Any) -> list[Any]:
         """Avalanche plugins that implement the strategy on top of the template's training loop."""

@@ -11,6 +11,7 @@ class AGEM(Strategy):
     """Averaged GEM (Chaudhry et al. 2019): project each step against the gradient of a sample of old questions."""
 
     state = "within-experience"  # the buffer is filled after each experience; its sampler runs on across steps
+    data_parallel = False  # each rank projects against its own sample of the memory: the ranks drift apart
 
     patterns_per_experience: int = 256
     sample_size: int = 64  # old questions per reference gradient

@@ -11,6 +11,7 @@ class RWalk(Strategy):
     """Riemannian Walk (Chaudhry et al. 2018): EWC++'s online Fisher plus SI-like path scores."""
 
     state = "training"  # the Fisher and the path scores are updated at every training step
+    data_parallel = False  # from each rank's own gradients and minibatch: the ranks' scores drift apart
 
     ewc_lambda: float = 0.1
     ewc_alpha: float = 0.9  # the online Fisher's decay

@@ -93,3 +93,23 @@ def test_a_sampler_shard_is_a_share_of_one_process_permutation():
     assert len(shares[0]) == len(shares[1]) == 12
     interleaved = [i for pair in zip(*shares, strict=True) for i in pair]
     assert interleaved[:23] == one and interleaved[23] == one[0]  # padded with the first, as DistributedSampler
+
+
+def test_the_agreement_digest_sees_weights_optimiser_and_strategy_state():
+    """What the ranks compare at each experience's end: any difference in any of the three shows."""
+    from types import SimpleNamespace
+
+    from avalanche.training.plugins import EWCPlugin
+
+    model = torch.nn.Linear(3, 2)
+    strategy = SimpleNamespace(model=model, optimizer=torch.optim.Adam(model.parameters()))
+    ewc = EWCPlugin(ewc_lambda=1.0)
+    ewc.importances = {0: {"weight": torch.ones(2, 3)}}
+    digest = distributed.state_digest(strategy, [ewc])
+    assert digest == distributed.state_digest(strategy, [ewc])
+    ewc.importances[0]["weight"][0, 0] = 2.0  # an EWC importance one rank computed differently
+    assert distributed.state_digest(strategy, [ewc]) != digest
+    changed = distributed.state_digest(strategy, [ewc])
+    with torch.no_grad():
+        model.bias[0] += 1e-6
+    assert distributed.state_digest(strategy, [ewc]) != changed
