@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from avalanche.training.plugins import SupervisedPlugin
 
+from clbench import distributed
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
 from clbench.locks import lease_lock
@@ -77,6 +78,8 @@ def experience0_key(
     }
     if strategy:  # only when set: the keys of strategies that train experience 0 plainly stay as they were
         inputs["strategy"] = strategy
+    if distributed.world() > 1:  # per-rank batch-norm statistics: N processes train another experience 0
+        inputs["processes"] = distributed.world()
     return digest(inputs)
 
 

@@ -113,3 +113,15 @@ def test_the_agreement_digest_sees_weights_optimiser_and_strategy_state():
     with torch.no_grad():
         model.bias[0] += 1e-6
     assert distributed.state_digest(strategy, [ewc]) != changed
+
+
+def test_a_run_on_n_processes_has_its_own_experience0_cache_entry(monkeypatch):
+    """Each rank's batch-norm statistics make N processes train another experience 0 than one: never shared."""
+    from clbench import checkpoints
+    from clbench.config import PRESETS
+
+    one = checkpoints.experience0_key(PRESETS["tiny"], "data")
+    monkeypatch.setattr(distributed, "world", lambda: 2)
+    assert checkpoints.experience0_key(PRESETS["tiny"], "data") != one
+    monkeypatch.setattr(distributed, "world", lambda: 1)
+    assert checkpoints.experience0_key(PRESETS["tiny"], "data") == one  # one process: the plain run's entry
