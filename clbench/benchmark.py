@@ -30,11 +30,13 @@ from torch.utils.data import Dataset
 
 from clbench.data.cache import ImageCache, build_image_cache
 from clbench.data.clevr import QuestionRecord
+from clbench.data.features import find_feature_cache, weights_identity
 from clbench.data.inputs import FiLMInput
 from clbench.data.scene_maps import SceneMaps, build_scene_maps
 from clbench.data.spec import QUESTION_TYPES
 from clbench.data.vocab import AnswerVocabulary, Vocabulary, answer_vocabulary, tokenize
 from clbench.errors import DataError
+from clbench.film import require_weights
 
 NO_TYPE = "humans"  # questions without a program (CLEVR-Humans) have no CLEVR type
 TYPE_NAMES: tuple[str, ...] = (*QUESTION_TYPES, NO_TYPE)
@@ -51,6 +53,9 @@ class BuildContext:
     max_train_questions: int | None = None  # cap per training experience
     max_test_questions: int | None = None  # cap per test set
     scene_maps: bool = False  # the state-description front-end instead of pixels
+    # the resnet101 stem's weights ("imagenet" | "random"): its features are read from the feature cache where
+    # `python -m clbench data features` made them for these images and weights, else computed from pixels
+    features: str | None = None
     progress: bool = True
 
 
@@ -82,7 +87,7 @@ class QuestionAnswerDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[FiLMInput, int]:
-        image = torch.from_numpy(np.array(self.images.array[self.rows[i]])).permute(2, 0, 1)
+        image = self.images.sample(int(self.rows[i]))
         question, length, kind = torch.from_numpy(self.questions[i]), torch.tensor(int(self.lengths[i])), self.types[i]
         inputs = FiLMInput(image, question, length, torch.tensor(int(kind)))
         return inputs, int(self.answers[i])
@@ -101,6 +106,7 @@ class Benchmark:
     fingerprint: str
     sizes: dict[str, int]
     majority_baseline: dict[str, float]  # per test set: accuracy of always answering its experience's majority
+    inputs: str = "pixels"  # what the samples hold: pixels, features (from the feature cache) or scene maps
     type_names: tuple[str, ...] = TYPE_NAMES
     train_datasets: list[QuestionAnswerDataset] = field(default_factory=list)  # plain PyTorch, for benchmarks
     test_datasets: list[QuestionAnswerDataset] = field(default_factory=list)
@@ -194,6 +200,21 @@ def fingerprint(files: Iterable[Path], caches: Iterable[ImageCache | SceneMaps])
     return digest.hexdigest()[:16]
 
 
+def _inputs(
+    context: BuildContext, clevr_dir: Path, splits: Sequence[str], size: tuple[int, int]
+) -> tuple[dict[str, ImageCache | SceneMaps], str]:
+    """Scene maps, the feature cache when it holds every split, or decoded pixels."""
+    if context.scene_maps:
+        return {split: build_scene_maps(clevr_dir, split, size) for split in splits}, "scene"
+    if context.features is not None:
+        identity = weights_identity(context.features)
+        found = {split: find_feature_cache(clevr_dir, split, size, identity) for split in splits}
+        if all(cache is not None for cache in found.values()):
+            return found, "features"  # type: ignore[return-value]
+        require_weights(context.features)  # the pixels path needs the backbone: say so before caching any image
+    return {split: build_image_cache(clevr_dir, split, size, progress=context.progress) for split in splits}, "pixels"
+
+
 def _majority(train: _Encoded, test: _Encoded) -> float:
     most_common = Counter(train.answers.tolist()).most_common(1)[0][0]
     return float((test.answers == most_common).mean())
@@ -216,10 +237,7 @@ def assemble(
     width = max(len(t) for s in (*train_enc, *test_enc) for t in s.tokens)
     size = (int(context.image_size[0]), int(context.image_size[1]))
     image_splits = sorted({r.image_split for s in (*train_enc, *test_enc) for r in s.records})
-    if context.scene_maps:
-        caches = {split: build_scene_maps(clevr_dir, split, size) for split in image_splits}
-    else:
-        caches = {split: build_image_cache(clevr_dir, split, size, progress=context.progress) for split in image_splits}
+    caches, inputs = _inputs(context, clevr_dir, image_splits, size)
     train_sets = [_dataset(s, caches, width) for s in train_enc]
     test_sets = [_dataset(s, caches, width) for s in test_enc]
     benchmark = with_task_labels(  # task label 0 everywhere, exposed as Avalanche's own benchmarks do
@@ -240,6 +258,7 @@ def assemble(
         sizes={f"train/{s.name}": len(s.records) for s in train_enc}
         | {f"test/{s.name}": len(s.records) for s in test_enc}
         | (sizes or {}),
+        inputs=inputs,
         majority_baseline={t.name: _majority(train_enc[min(j, len(train_enc) - 1)], t) for j, t in enumerate(test_enc)},
         train_datasets=train_sets,
         test_datasets=test_sets,

@@ -47,6 +47,13 @@ def scenario_identity(scenario: Any) -> dict[str, Any]:
     return {"name": scenario.name, **scenario.experience0_identity()}
 
 
+def _model_identity(config: RunConfig) -> dict[str, Any]:
+    model = asdict(config.model)
+    if config.model.stem != "resnet101":  # only it has weights to choose: the other stems' keys stay as they were
+        model.pop("stem_weights")
+    return model
+
+
 def experience0_key(
     config: RunConfig,
     data_fingerprint: str,
@@ -65,7 +72,7 @@ def experience0_key(
         "data": data_fingerprint,
         "scenario": scenario or {},
         "max_train_questions": config.data.max_train_questions,
-        "model": asdict(config.model),
+        "model": _model_identity(config),
         "train": {
             "epochs": train.epochs_of(0),
             "batch_size": train.batch_size,

@@ -170,6 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("root", type=Path)
     prepare.add_argument("--size", type=_size, help="HEIGHTxWIDTH (default: the small preset's)")
     prepare.add_argument("--jobs", type=int)
+    features = data.add_parser(
+        "features", help="extract the frozen ResNet-101 stem's features once, for runs with model.stem=resnet101"
+    )
+    features.add_argument("root", type=Path)
+    features.add_argument("--stem", choices=("resnet101",), default="resnet101")
+    features.add_argument("--size", type=_size, default=(224, 224), help="HEIGHTxWIDTH (default: 224x224)")
+    features.add_argument(
+        "--weights",
+        choices=("imagenet", "random"),
+        default="imagenet",
+        help="the backbone's weights: imagenet (the paper's) or random (a fixed random init, for machines without "
+        "the pretrained file; set model.stem_weights=random in the runs that read them)",
+    )
+    features.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    features.add_argument("--batch-size", type=int, default=64, help="images per backbone forward (default: 64)")
+    features.add_argument("--no-progress", action="store_true", help="no progress bars")
     check = data.add_parser("check", help="validate a dataset and run every program on its scene")
     check.add_argument("root", type=Path)
     return parser
@@ -413,6 +429,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         caches = prepare_dataset(args.root, size, jobs=args.jobs)
         for split, cache in caches.items():
             print(f"{split}: {len(cache)} images {size[0]}x{size[1]} cached ({cache.fingerprint[:12]})")
+    elif args.data_command == "features":
+        return _extract_features(args)
     elif args.data_command == "check":
         from clbench.data.check import check_dataset
 
@@ -420,6 +438,31 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(report.render())
         if report.executor_agreement < 1.0:
             return 1
+    return 0
+
+
+def _extract_features(args: argparse.Namespace) -> int:
+    from clbench.data.features import extract_dataset
+    from clbench.runner import resolve_device
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} is below 1", "give 1 or more, e.g. 64")
+    height, width = args.size
+    if min(height, width) < 1:
+        raise ConfigError(f"--size {height}x{width} is not positive", "write e.g. --size 224x224")
+    device = resolve_device(args.device)
+    caches = extract_dataset(
+        args.root, args.size, args.weights, device=device, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    for split, cache in caches.items():
+        _, channels, rows, cols = cache.shape
+        size_gb = cache.array.nbytes / 1e9
+        print(f"{split}: {len(cache)} images → {channels}×{rows}×{cols} float16 features ({size_gb:.2f} GB)")
+    weights = "" if args.weights == "imagenet" else f" --set model.stem_weights={args.weights}"
+    print(
+        f"runs read them with: python -m clbench run --data {args.root} --set model.stem=resnet101 "
+        f"--set model.image_height={height} --set model.image_width={width}{weights}"
+    )
     return 0
 
 

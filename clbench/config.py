@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from clbench.errors import ConfigError
-from clbench.film import STEMS, ModelConfig, stem_output_size
+from clbench.film import RESNET_WEIGHTS, STEMS, ModelConfig, stem_output_size
 from clbench.registry import parse_value
 
 
@@ -303,6 +303,8 @@ def _validate_model(model: ModelConfig) -> None:
         raise ConfigError(f"model.dropout={model.dropout} is outside [0, 1)", "give a probability, e.g. 0.1")
     if model.stem not in STEMS:
         raise ConfigError(f"unknown stem {model.stem!r}", f"use model.stem={' or '.join(STEMS)}")
+    if model.stem_weights not in RESNET_WEIGHTS:
+        raise ConfigError(f"unknown model.stem_weights {model.stem_weights!r}", f"use {' or '.join(RESNET_WEIGHTS)}")
     height, width = stem_output_size(model)
     if height * width < 2:
         # Batch norm needs two values per channel, and a one-question minibatch would give the blocks only one.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,9 @@ class ModelConfig:
     # "pixels" (the raw-pixel variant), "resnet101" (frozen conv4 features) or "scene" (the state-description
     # oracle: the scene graph drawn as per-location attributes, see clbench.data.scene_maps)
     stem: str = "pixels"
+    # resnet101 only: "imagenet" (torchvision's IMAGENET1K_V1, as in the paper) or "random" (a fixed random init:
+    # the feature-cache path on machines without the pretrained file; features that mean nothing)
+    stem_weights: str = "imagenet"
     stem_layers: int = 4  # raw-pixel stem: conv(k4, s2, p1) + BN + ReLU, each halving the resolution
     stem_dim: int = 128
     word_embedding_dim: int = 200
@@ -237,36 +241,115 @@ def scene_stem(config: ModelConfig) -> nn.Sequential:
     )
 
 
+RESNET_CHANNELS = 1024  # ResNet-101 conv4 (layer3): what the paper's main model reads, 1024×14×14 at 224×224
+RESNET_WEIGHTS = ("imagenet", "random")
+FEATURE_DTYPE = torch.float16  # how the feature cache stores them (half the bytes; ample for post-ReLU features)
+RANDOM_WEIGHTS_SEED = 0
+RANDOM_RESIDUAL_SCALE = 0.2  # keeps random features at pretrained ones' scale (max ~2)
+
+
+def normalise_pixels(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 RGB [B, 3, H, W] → the ImageNet-normalised floats both the pixel stem and ResNet-101 read."""
+    return (images.float() - mean) / std
+
+
+def pixel_statistics(device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """ImageNet mean and std on the 0–255 scale, shaped to broadcast over [B, 3, H, W]."""
+    mean = torch.tensor(_MEAN, device=device).view(1, 3, 1, 1) * 255
+    return mean, torch.tensor(_STD, device=device).view(1, 3, 1, 1) * 255
+
+
+def resnet_backbone(weights: str) -> nn.Module:
+    """ResNet-101 up to conv4 (layer3), frozen, in eval mode: the function the feature cache stores.
+
+    "imagenet" reads torchvision's pretrained file and never downloads it where nothing can be reached (a
+    one-line error instead of a hang); "random" is the same architecture at a fixed seed, drawn without touching
+    the run's random state, so a machine without the file can run (and test) the whole feature-cache path; each
+    residual branch's last batch norm is scaled to 0.2 so its features stay at the pretrained ones' scale.
+    """
+    from torchvision.models import ResNet101_Weights, resnet101
+
+    if weights == "random":
+        from torchvision.models.resnet import Bottleneck
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            backbone = resnet101(weights=None)
+        for block in backbone.modules():  # unscaled, activations grow past fp16's range over layer3's 23 blocks
+            if isinstance(block, Bottleneck):
+                nn.init.constant_(block.bn3.weight, RANDOM_RESIDUAL_SCALE)
+    elif weights == "imagenet":
+        backbone = resnet101(weights=_imagenet_weights(ResNet101_Weights.IMAGENET1K_V1))
+    else:
+        raise ConfigError(f"unknown model.stem_weights {weights!r}", f"use {' or '.join(RESNET_WEIGHTS)}")
+    return nn.Sequential(*list(backbone.children())[:-3]).eval().requires_grad_(False)
+
+
+def require_weights(weights: str) -> None:
+    """Fail in one line, before anything is built, when the backbone's weights can be neither read nor fetched."""
+    if weights == "imagenet":
+        from torchvision.models import ResNet101_Weights
+
+        _imagenet_weights(ResNet101_Weights.IMAGENET1K_V1)
+
+
+def _imagenet_weights(weights):
+    """The weights enum when its file is cached or can be downloaded; a one-line error otherwise (a quick probe
+    of the host: torchvision's download has no timeout and would hang where nothing answers)."""
+    import socket
+    from urllib.parse import urlparse
+
+    file = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    if not file.is_file():
+        host = urlparse(weights.url).hostname or ""
+        try:
+            socket.create_connection((host, 443), timeout=5).close()
+        except OSError:
+            raise ConfigError(
+                f"ResNet-101 ImageNet weights are not in {file.parent} and {host} cannot be reached",
+                f"put {file.name} there, or copy a feature cache made elsewhere (python -m clbench data features), "
+                "or run with model.stem=pixels",
+            ) from None
+    return weights
+
+
 class ResNetStem(nn.Module):
-    """Frozen ImageNet ResNet-101 up to conv4 (layer3), then the paper's 3×3 conv to the module width."""
+    """The paper's stem over ResNet-101 conv4 features: 3×3 conv + BN + ReLU to the module width.
+
+    It reads either features (1024 channels, from the feature cache) or pixels, which go through the frozen
+    backbone first (`attach_backbone`). The backbone is a fixed function of the image, as the cache is: it is
+    held outside the module tree, so it is neither a parameter (no optimiser, EWC importance or DDP bucket for its
+    27M frozen weights) nor in state dicts and checkpoints, which are the same whichever input the stem reads.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        from torchvision.models import ResNet101_Weights, resnet101
-
-        try:
-            backbone = resnet101(weights=ResNet101_Weights.IMAGENET1K_V1)
-        except Exception as exc:  # no network, no cached weights
-            raise ConfigError(
-                f"ResNet-101 ImageNet weights are not available ({type(exc).__name__})",
-                "put resnet101-63fe2227.pth in $TORCH_HOME/hub/checkpoints/ (or run with stem=pixels)",
-            ) from None
-        self.features = nn.Sequential(*list(backbone.children())[:-3]).eval().requires_grad_(False)
         self.proj = nn.Sequential(
-            nn.Conv2d(1024, config.module_dim, kernel_size=3, padding=1),
+            nn.Conv2d(RESNET_CHANNELS, config.module_dim, kernel_size=3, padding=1),
             nn.BatchNorm2d(config.module_dim),
             nn.ReLU(inplace=True),
         )
+        self._backbone: tuple[nn.Module, ...] = ()  # a tuple: not registered as a submodule
 
-    def train(self, mode: bool = True) -> ResNetStem:
-        super().train(mode)
-        self.features.eval()  # frozen features: batch-norm statistics never move
-        return self
+    def attach_backbone(self, backbone: nn.Module) -> None:
+        self._backbone = (backbone,)
 
-    def forward(self, images: Tensor) -> Tensor:
-        with torch.no_grad():
-            features = self.features(images)
-        return self.proj(features)
+    def features(self, pixels: Tensor) -> Tensor:
+        """The backbone's features as the cache stores them: computed in float32 (outside any autocast, as the
+        extraction does) and rounded to float16. A run then reads the same numbers with or without the cache: the
+        cache is a shortcut, not another experiment."""
+        if not self._backbone:
+            raise RuntimeError("ResNetStem got pixels but has no backbone: attach_backbone(resnet_backbone(...))")
+        backbone = self._backbone[0]
+        if next(backbone.parameters()).device != pixels.device:
+            self._backbone = (backbone.to(pixels.device, memory_format=torch.channels_last),)
+        with torch.no_grad(), torch.autocast(pixels.device.type, enabled=False):
+            return self._backbone[0](pixels.float()).to(FEATURE_DTYPE).float()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.size(1) != RESNET_CHANNELS:
+            x = self.features(x)
+        return self.proj(x)
 
 
 # What the FiLMed network reads (`model.stem`): each builds the stem from the config.
@@ -294,8 +377,9 @@ class FiLM(nn.Module):
             FiLMedResBlock(config.module_dim, config.use_coords, config.dropout) for _ in range(config.num_modules)
         )
         self.classifier = Classifier(config.module_dim, num_answers, config)
-        self.register_buffer("pixel_mean", torch.tensor(_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(_STD).view(1, 3, 1, 1) * 255, persistent=False)
+        mean, std = pixel_statistics()
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
         self.last_film: tuple[Tensor, Tensor] | None = None
         for parameter in self.parameters():
             if parameter.dim() == 4:  # convolution weights
@@ -306,9 +390,11 @@ class FiLM(nn.Module):
         return [self.stem, self.blocks, self.classifier]
 
     def forward(self, inputs: FiLMInput) -> Tensor:
-        images = inputs.images.float()
-        if self.config.stem != "scene":  # scene maps hold attribute counts, already on a unit scale
-            images = (images - self.pixel_mean) / self.pixel_std
+        images = inputs.images
+        if images.dtype == torch.uint8 and self.config.stem != "scene":  # pixels; scene maps are on a unit scale
+            images = normalise_pixels(images, self.pixel_mean, self.pixel_std)
+        else:  # scene maps, or the feature cache's fp16 (autocast casts it to its own precision)
+            images = images.float()
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         gammas, betas = self.generator(inputs.questions, inputs.lengths)

@@ -33,7 +33,7 @@ from clbench import checkpoints, continual, cost, distributed, measures, metric_
 from clbench.benchmark import Benchmark, BuildContext
 from clbench.config import RunConfig
 from clbench.errors import ConfigError
-from clbench.film import FiLM, count_parameters
+from clbench.film import FiLM, ResNetStem, count_parameters, resnet_backbone
 from clbench.metrics import (
     TEST_STREAM,
     FiLMSnapshot,
@@ -213,8 +213,13 @@ def resolve_data_root(config: RunConfig, scenario: Scenario, progress: bool = Tr
     return ensure_default_data(config.data.synth_preset, config.data.synth_seed, progress, world=scenario.world)
 
 
-def build_benchmark(config: RunConfig, scenario: Scenario | None = None, progress: bool = True) -> Benchmark:
-    """The scenario's benchmark over the run's data (the default scenario when none is given)."""
+def build_benchmark(
+    config: RunConfig, scenario: Scenario | None = None, progress: bool = True, *, feature_cache: bool = True
+) -> Benchmark:
+    """The scenario's benchmark over the run's data (the default scenario when none is given).
+
+    With the resnet101 stem it reads the feature cache where one matches (`feature_cache=False`: pixels always,
+    as a resumed run that started from pixels must go on)."""
     scenario = scenario or load_scenario(DEFAULT_SCENARIO)
     context = BuildContext(
         root=resolve_data_root(config, scenario, progress),
@@ -224,6 +229,7 @@ def build_benchmark(config: RunConfig, scenario: Scenario | None = None, progres
         max_train_questions=config.data.max_train_questions,
         max_test_questions=config.data.max_test_questions,
         scene_maps=config.model.stem == "scene",
+        features=config.model.stem_weights if config.model.stem == "resnet101" and feature_cache else None,
         progress=progress,
     )
     return scenario.build(context)
@@ -231,6 +237,8 @@ def build_benchmark(config: RunConfig, scenario: Scenario | None = None, progres
 
 def build_model(config: RunConfig, bench: Benchmark, device: torch.device) -> FiLM:
     model = FiLM(bench.first_vocab_size, len(bench.answers), config.model)
+    if isinstance(model.stem, ResNetStem) and bench.inputs == "pixels":
+        model.stem.attach_backbone(resnet_backbone(config.model.stem_weights))
     if config.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
@@ -286,7 +294,10 @@ def run(
     experiment = experiment or scenario.name
     RNGManager.set_random_seeds(config.seed)
     with distributed.main_first():  # one rank generates the data, the others read it
-        bench = build_benchmark(config, scenario, progress and main)
+        # a resumed run reads what it started with: features that appeared since would change its arithmetic
+        bench = build_benchmark(config, scenario, progress and main, feature_cache=_inputs_of(resume) != "pixels")
+    if main and config.model.stem == "resnet101":
+        print(_describe_inputs(config, bench), file=sys.stderr)
     if bench.experience_names != names:  # a user's scenario whose build disagrees with what it announced
         raise ConfigError(
             f"scenario {scenario.name!r} announced experiences {names} but built {bench.experience_names}",
@@ -314,7 +325,7 @@ def run(
                 experience0_lock.enter_context(checkpoints.locked(f"experience0-{key}"))
             cached = distributed.from_main(lambda: checkpoints.load(key) if reuse else None)
             meta = {"experiment": experiment, "run_name": run_name, "tracking_uri": uri}
-            meta |= _what_to_resume(config, strategy, scenario, strategy_spec, scenario_spec)
+            meta |= _what_to_resume(config, strategy, scenario, strategy_spec, scenario_spec, bench.inputs)
             checkpoint = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
             cache_key = key if reuse else ""
             if main:
@@ -398,14 +409,36 @@ def _check_distributable(config: RunConfig, strategy: Strategy) -> None:
 
 
 def _what_to_resume(
-    config: RunConfig, strategy: Strategy, scenario: Scenario, strategy_spec: str | None, scenario_spec: str | None
+    config: RunConfig,
+    strategy: Strategy,
+    scenario: Scenario,
+    strategy_spec: str | None,
+    scenario_spec: str | None,
+    inputs: str,
 ) -> dict[str, Any]:
     """What `--resume` rebuilds the run from: its config, and how to find and build its strategy and scenario."""
     return {
         "config": config.to_dict(),
+        "inputs": inputs,
         "strategy": {"spec": strategy_spec or strategy.name, "params": strategy.params()},
         "scenario": {"spec": scenario_spec or scenario.name, "params": scenario.params()},
     }
+
+
+def _inputs_of(resume: checkpoints.RunCheckpoint | None) -> str | None:
+    return None if resume is None else resume.meta.get("inputs")
+
+
+def _describe_inputs(config: RunConfig, bench: Benchmark) -> str:
+    """Where the visual input comes from, said once: reading features or pixels changes a run's speed tenfold."""
+    if bench.inputs == "features":
+        return f"inputs: ResNet-101 features from the feature cache ({config.model.stem_weights} weights)"
+    return (
+        "inputs: pixels through ResNet-101 on every batch (extract the features once to skip it: "
+        f"python -m clbench data features DATA --size {config.model.image_height}x{config.model.image_width}"
+        + (" --weights random" if config.model.stem_weights == "random" else "")
+        + ")"
+    )
 
 
 @contextmanager
@@ -440,7 +473,7 @@ def _log_params(
     params |= {f"strategy.{k}": v for k, v in strategy.params().items()}
     params |= {f"{SCENARIO_PREFIX}{k}": v for k, v in scenario.params().items()}
     params |= {"scenario.experiences": ",".join(bench.experience_names), "scenario.tests": ",".join(bench.test_names)}
-    params |= {"data.fingerprint": bench.fingerprint, "device.resolved": str(device)}
+    params |= {"data.fingerprint": bench.fingerprint, "data.inputs": bench.inputs, "device.resolved": str(device)}
     params |= {f"data.size.{k}": v for k, v in bench.sizes.items()}
     params |= {"model.parameters": count_parameters(model)} | tracking.versions()
     params |= {"experience0.key": key, "experience0.cached": cached}

@@ -120,6 +120,7 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     ),
     "unknown answer": (_edit_first_question(HUMANS_TRAIN, answer="purple elephant"), "purple elephant"),
     "data check on a missing folder": (_argv("data", "check", "{tmp}/nowhere"), "does not exist"),
+    "features of a missing folder": (_argv("data", "features", "{tmp}/nowhere", "--weights", "random"), "not exist"),
     # values
     "fraction 0": (_argv(*RUN, "--fraction", "0"), "outside (0, 1]"),
     "fraction 1.5": (_argv(*RUN, "--fraction", "1.5"), "outside (0, 1]"),
@@ -131,6 +132,7 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     "negative epochs through --set": (_argv(*RUN, "--set", "train.epochs=2,-1"), "holds a negative count"),
     "seed beyond NumPy's range": (_argv(*RUN, "--seed", str(2**40)), "outside 0..4294967295"),
     "negative seed": (_argv(*RUN, "--seed", "-1"), "seed -1 is outside"),
+    "unknown ResNet weights": (_argv(*RUN, "--set", "model.stem_weights=imagenet21k"), "use imagenet or random"),
     "no FiLMed blocks": (_argv(*RUN, "--set", "model.num_modules=0"), "model.num_modules=0 is below 1"),
     "GRU of width 0": (_argv(*RUN, "--set", "model.gru_hidden_dim=0"), "model.gru_hidden_dim=0 is below 1"),
     "image height 0": (_argv(*RUN, "--set", "model.image_height=0"), "model.image_height=0 is below 1"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -47,6 +48,13 @@ def _list_pngs(folder: Path) -> list[tuple[str, int]]:
     if not found:
         raise DataError(f"image folder {folder} holds no .png images", "unpack the CLEVR images there")
     return sorted(found)
+
+
+def split_fingerprint(clevr_dir: Path, split: str, size: tuple[int, int]) -> tuple[str, list[tuple[str, int]]]:
+    """The fingerprint a split's cache at `size` has, and its image files, without building anything."""
+    folder = Path(clevr_dir) / "images" / split
+    files = _list_pngs(folder)
+    return fingerprint_images(folder, split, size, files), files
 
 
 def fingerprint_images(folder: Path, split: str, size: tuple[int, int], files: list[tuple[str, int]]) -> str:
@@ -122,36 +130,43 @@ class ImageCache:
     def data_path(self) -> Path:
         return self.sidecar.with_suffix(".npy")
 
+    # What a cache of this class holds; the feature cache (clbench.data.features) changes these.
+    WHAT = "image cache"
+    BUILD = "python -m clbench data prepare"
+    DTYPE: type = np.uint8
+    VERSION = FORMAT_VERSION
+
+    @classmethod
+    def _valid_shape(cls, shape: tuple[int, ...]) -> bool:
+        return len(shape) == 4 and shape[3] == 3
+
     @classmethod
     def open(cls, sidecar: Path) -> ImageCache:
         """Open a built cache by its sidecar JSON; anything inconsistent raises :class:`DataError`."""
         sidecar = Path(sidecar)
-        fix = "delete it and run `python -m clbench data prepare` again"
+        fix = f"delete it and run `{cls.BUILD}` again"
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
             shape = tuple(meta["shape"])
             ok = (
-                meta["format_version"] == FORMAT_VERSION
-                and len(shape) == 4
-                and shape[3] == 3
+                meta["format_version"] == cls.VERSION
+                and cls._valid_shape(shape)
                 and len(meta["filenames"]) == shape[0]
                 and isinstance(meta["fingerprint"], str)
             )
         except FileNotFoundError:
-            raise DataError(
-                f"image cache {sidecar} not found", "build it with `python -m clbench data prepare`"
-            ) from None
+            raise DataError(f"{cls.WHAT} {sidecar} not found", f"build it with `{cls.BUILD}`") from None
         except (ValueError, KeyError, TypeError) as err:
-            raise DataError(f"image cache {sidecar} is corrupt ({err})", fix) from None
+            raise DataError(f"{cls.WHAT} {sidecar} is corrupt ({err})", fix) from None
         if not ok:
-            raise DataError(f"image cache {sidecar} is inconsistent or from another version", fix)
+            raise DataError(f"{cls.WHAT} {sidecar} is inconsistent or from another version", fix)
         cache = cls(sidecar, meta)
         try:
             array = cache.array
         except (OSError, ValueError) as err:
-            raise DataError(f"image cache data {cache.data_path} is unreadable ({err})", fix) from None
-        if array.shape != shape or array.dtype != np.uint8:
-            raise DataError(f"image cache data {cache.data_path} has shape {array.shape}, not {shape}", fix)
+            raise DataError(f"{cls.WHAT} data {cache.data_path} is unreadable ({err})", fix) from None
+        if array.shape != shape or array.dtype != cls.DTYPE:
+            raise DataError(f"{cls.WHAT} data {cache.data_path} has shape {array.shape}, not {shape}", fix)
         return cache
 
     @property
@@ -175,6 +190,10 @@ class ImageCache:
     def __getitem__(self, image_filename: str) -> np.ndarray:
         return self.array[self.index[image_filename]]
 
+    def sample(self, row: int) -> torch.Tensor:
+        """Row `row` as the model reads it: uint8 [3, H, W]."""
+        return torch.from_numpy(np.array(self.array[row])).permute(2, 0, 1)
+
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -190,10 +209,10 @@ class ImageCache:
         self.__init__(Path(state["sidecar"]), state)  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        return f"ImageCache({self.split}, shape={self.shape}, {self.sidecar})"
+        return f"{type(self).__name__}({self.split}, shape={self.shape}, {self.sidecar})"
 
 
-def _remove_stale_tmp(cache_dir: Path, name: str) -> None:
+def remove_stale_tmp(cache_dir: Path, name: str) -> None:
     """Delete temporaries left by builds whose process is gone (a kill -9 skips our cleanup)."""
     for tmp in cache_dir.glob(f"{name}.*.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
@@ -233,8 +252,7 @@ def build_image_cache(
     if height <= 0 or width <= 0:
         raise DataError(f"image size {size!r} is not positive", "give (height, width), e.g. (224, 224)")
     folder = Path(clevr_dir) / "images" / split
-    files = _list_pngs(folder)
-    fingerprint = fingerprint_images(folder, split, (height, width), files)
+    fingerprint, files = split_fingerprint(clevr_dir, split, (height, width))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     name = f"{split}_{height}x{width}_{fingerprint[:20]}"
@@ -250,7 +268,7 @@ def build_image_cache(
             pass
         sidecar.unlink(missing_ok=True)  # invalid: un-mark it before touching the data
 
-    _remove_stale_tmp(cache_dir, name)
+    remove_stale_tmp(cache_dir, name)
     shape = (len(files), height, width, 3)
     tmp_data = cache_dir / f"{name}.npy.tmp-{os.getpid()}"
     tmp_sidecar = cache_dir / f"{name}.json.tmp-{os.getpid()}"

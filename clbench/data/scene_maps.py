@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from clbench.data import spec
@@ -37,6 +38,10 @@ class SceneMaps:
 
     def __len__(self) -> int:
         return len(self.filenames)
+
+    def sample(self, row: int) -> torch.Tensor:
+        """Row `row` as the model reads it: uint8 [channels, rows, cols]."""
+        return torch.from_numpy(np.array(self.array[row])).permute(2, 0, 1)
 
     def __repr__(self) -> str:
         return f"SceneMaps({self.split}, shape={self.shape})"

@@ -1,0 +1,250 @@
+"""ResNet-101 conv4 features, extracted once per image into an fp16 memmap, as the paper's reference code does.
+
+The `resnet101` stem reads frozen ResNet-101 features. Computing them from pixels for every question of every
+epoch costs about as much again as the FiLM model itself; the reference code extracts them once instead
+(`scripts/extract_features.py`, into HDF5). Here they go to one [N, 1024, h, w] float16 memmap per split,
+next to the image cache, keyed by what decides them: the split's image fingerprint (files, sampled bytes,
+size; see clbench.data.cache) and the backbone's weights. Training finds a matching cache by itself.
+
+Extraction resumes: rows are written in order into ``<name>.npy.partial``, and ``<name>.progress.json`` (rows
+done, replaced atomically after each flush) says how far it got. A killed extraction loses at most the rows since
+its last flush; the sidecar JSON that marks a cache valid is written last, as for images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from clbench.data import spec
+from clbench.data.cache import (
+    ImageCache,
+    build_image_cache,
+    default_cache_dir,
+    remove_stale_tmp,
+    split_fingerprint,
+)
+from clbench.data.clevr import DatasetRoot, detect_release
+from clbench.errors import DataError
+from clbench.locks import lease_lock
+
+__all__ = ["FeatureCache", "extract_dataset", "extract_features", "find_feature_cache", "weights_identity"]
+
+FORMAT_VERSION = 1  # bump when extraction changes (normalisation, layout, dtype): old caches then stop matching
+STEM = "resnet101"
+FLUSH_EVERY_S = 10.0  # how much extraction a kill can lose
+BUILD = "python -m clbench data features DATA"
+
+
+class FeatureCache(ImageCache):
+    """A read-only [N, 1024, h, w] float16 memmap and the row of each image file name."""
+
+    WHAT = "feature cache"
+    BUILD = BUILD
+    DTYPE = np.float16
+    VERSION = FORMAT_VERSION
+
+    @classmethod
+    def _valid_shape(cls, shape: tuple[int, ...]) -> bool:
+        from clbench.film import RESNET_CHANNELS
+
+        return len(shape) == 4 and shape[1] == RESNET_CHANNELS
+
+    def sample(self, row: int) -> torch.Tensor:
+        """Row `row` as the stem reads it: float16 [1024, h, w]."""
+        return torch.from_numpy(np.array(self.array[row]))
+
+
+def weights_identity(weights: str) -> str:
+    """What names the backbone's weights in a cache key.
+
+    ImageNet weights are named by torchvision's file, whose name carries a prefix of its sha256 that torchvision
+    checks on download: no need to read 170 MB to name them. Random weights are named by a digest of the weights
+    themselves (their initialisation is PyTorch's, which may change between versions).
+    """
+    if weights == "imagenet":
+        from torchvision.models import ResNet101_Weights
+
+        return Path(ResNet101_Weights.IMAGENET1K_V1.url).stem
+    from clbench.film import resnet_backbone
+
+    digest = hashlib.sha256()
+    for name, tensor in resnet_backbone(weights).state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    return f"{weights}-{digest.hexdigest()[:12]}"
+
+
+def feature_size(size: tuple[int, int]) -> tuple[int, int]:
+    """conv1, max-pool, layer2, layer3: four stride-2 steps of ceil(n / 2) (224 → 14)."""
+    height, width = size
+    for _ in range(4):
+        height, width = (height + 1) // 2, (width + 1) // 2
+    return height, width
+
+
+def _name(split: str, size: tuple[int, int], identity: str, image_fingerprint: str) -> tuple[str, str]:
+    digest = hashlib.sha256(f"clbench-features v{FORMAT_VERSION} {STEM} {identity}\n{image_fingerprint}".encode())
+    fingerprint = digest.hexdigest()
+    return f"{split}_{size[0]}x{size[1]}_{STEM}-{identity}_{fingerprint[:20]}", fingerprint
+
+
+def _open_valid(sidecar: Path, fingerprint: str) -> FeatureCache | None:
+    if not sidecar.exists():
+        return None
+    try:
+        cache = FeatureCache.open(sidecar)
+    except DataError:
+        return None
+    return cache if cache.fingerprint == fingerprint else None
+
+
+def find_feature_cache(
+    clevr_dir: Path, split: str, size: tuple[int, int], identity: str, *, cache_dir: Path | None = None
+) -> FeatureCache | None:
+    """The split's feature cache for these weights (`weights_identity`), or None: nothing is built or read."""
+    image_fingerprint, _ = split_fingerprint(clevr_dir, split, size)
+    name, fingerprint = _name(split, size, identity, image_fingerprint)
+    return _open_valid((Path(cache_dir) if cache_dir else default_cache_dir()) / f"{name}.json", fingerprint)
+
+
+def extract_features(
+    clevr_dir: Path,
+    split: str,
+    size: tuple[int, int],
+    weights: str,
+    *,
+    device: torch.device,
+    batch_size: int = 64,
+    cache_dir: Path | None = None,
+    identity: str | None = None,
+    progress: bool = True,
+) -> FeatureCache:
+    """The split's features for `weights`: reused when a matching cache exists, else extracted (or resumed)."""
+    from clbench.film import FEATURE_DTYPE, RESNET_CHANNELS, normalise_pixels, pixel_statistics, resnet_backbone
+
+    identity = identity or weights_identity(weights)
+    image_fingerprint, files = split_fingerprint(clevr_dir, split, size)
+    name, fingerprint = _name(split, size, identity, image_fingerprint)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    sidecar = cache_dir / f"{name}.json"
+    if (found := _open_valid(sidecar, fingerprint)) is not None:
+        return found
+    with lease_lock(cache_dir / f"{name}.lock", f"{split} features"):
+        if (found := _open_valid(sidecar, fingerprint)) is not None:  # another process made them meanwhile
+            return found
+        backbone = resnet_backbone(weights).to(device, memory_format=torch.channels_last)
+        images = build_image_cache(clevr_dir, split, size, cache_dir=cache_dir, progress=progress)
+        shape = (len(images), RESNET_CHANNELS, *feature_size(size))
+        partial, done = _resume(cache_dir, name, fingerprint, shape)
+        rows = np.load(partial, mmap_mode="r+")
+        mean, std = pixel_statistics(device)
+        state = {"done": done}
+        desc = f"{split} features ({weights} ResNet-101, {device.type})"
+        last_flush = time.monotonic()
+        try:
+            with tqdm(total=shape[0], initial=done, unit="img", desc=desc, disable=not progress or None) as bar:
+                for start in range(done, shape[0], batch_size):
+                    stop = min(start + batch_size, shape[0])
+                    pixels = torch.from_numpy(np.array(images.array[start:stop])).permute(0, 3, 1, 2).to(device)
+                    pixels = normalise_pixels(pixels, mean, std).contiguous(memory_format=torch.channels_last)
+                    with torch.no_grad():
+                        half = backbone(pixels).to(FEATURE_DTYPE)
+                    if not torch.isfinite(half).all():
+                        raise DataError(
+                            f"ResNet-101 features of {split} images {start}..{stop - 1} overflow float16",
+                            "check the images and the weights (model.stem_weights)",
+                        )
+                    rows[start:stop] = half.cpu().numpy()
+                    state["done"] = stop
+                    bar.update(stop - start)
+                    if time.monotonic() - last_flush > FLUSH_EVERY_S:
+                        _save_progress(rows, cache_dir, name, fingerprint, stop)
+                        last_flush = time.monotonic()
+        finally:  # interrupted or failed: what is written is kept, and the next call goes on from there
+            _save_progress(rows, cache_dir, name, fingerprint, state["done"])
+            del rows
+        data_path = sidecar.with_suffix(".npy")
+        os.replace(partial, data_path)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "split": split,
+            "shape": list(shape),
+            "filenames": [n for n, _ in files],
+            "weights": identity,
+            "image_fingerprint": image_fingerprint,
+        }
+        tmp = cache_dir / f"{name}.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp, sidecar)  # last step: only now does the cache look valid
+        _progress_path(cache_dir, name).unlink(missing_ok=True)
+    return FeatureCache.open(sidecar)
+
+
+def _progress_path(cache_dir: Path, name: str) -> Path:
+    return cache_dir / f"{name}.progress.json"
+
+
+def _resume(cache_dir: Path, name: str, fingerprint: str, shape: tuple[int, ...]) -> tuple[Path, int]:
+    """The partial data file and the rows already in it: an earlier extraction's, or a new empty one."""
+    partial = cache_dir / f"{name}.npy.partial"
+    remove_stale_tmp(cache_dir, name)
+    try:
+        saved = json.loads(_progress_path(cache_dir, name).read_text(encoding="utf-8"))
+        array = np.load(partial, mmap_mode="r")
+        if saved["fingerprint"] == fingerprint and array.shape == shape and array.dtype == np.float16:
+            return partial, min(int(saved["done"]), shape[0])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=shape).flush()
+    _progress_path(cache_dir, name).unlink(missing_ok=True)
+    return partial, 0
+
+
+def _save_progress(rows: np.memmap, cache_dir: Path, name: str, fingerprint: str, done: int) -> None:
+    rows.flush()  # the rows first, then the count that vouches for them
+    path = _progress_path(cache_dir, name)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"fingerprint": fingerprint, "done": done}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def extract_dataset(
+    root: Path,
+    size: tuple[int, int],
+    weights: str,
+    *,
+    device: torch.device,
+    batch_size: int = 64,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict[str, FeatureCache]:
+    """Features of every split that has images, keyed by split (CoGenT roots too, as `data prepare` does)."""
+    clevr = DatasetRoot.locate(root, detect_release(root)).clevr
+    identity = weights_identity(weights)
+    out: dict[str, FeatureCache] = {}
+    for split in spec.ALL_SPLITS:
+        folder = clevr / "images" / split
+        if folder.is_dir() and any(folder.glob("*.png")):
+            out[split] = extract_features(
+                clevr,
+                split,
+                size,
+                weights,
+                device=device,
+                batch_size=batch_size,
+                cache_dir=cache_dir,
+                identity=identity,
+                progress=progress,
+            )
+    if not out:
+        raise DataError(f"{clevr / 'images'} holds no split with .png images", "unpack the CLEVR images there")
+    return out
