@@ -175,14 +175,15 @@ def _dataset(split: _Encoded, caches: dict[str, ImageCache | SceneMaps], width: 
     return QuestionAnswerDataset(images, rows, questions, lengths, split.answers, split.types)
 
 
-def _to_avalanche(split: _Encoded, base: QuestionAnswerDataset) -> TaskAwareSupervisedClassificationDataset:
+def avalanche_dataset(base: QuestionAnswerDataset) -> TaskAwareSupervisedClassificationDataset:
+    """The questions as an Avalanche dataset, with the attributes strategies and the model's adaptation read."""
     return TaskAwareSupervisedClassificationDataset(
         [base],
         data_attributes=[
-            DataAttribute(split.answers.tolist(), "targets"),
-            DataAttribute(split.types.tolist(), "question_type"),
+            DataAttribute(base.answers.tolist(), "targets"),
+            DataAttribute(base.types.tolist(), "question_type"),
             DataAttribute(base.questions.max(axis=1).tolist(), "question_max_token"),
-            DataAttribute([0] * len(split.records), "targets_task_labels", use_in_getitem=True),
+            DataAttribute([0] * len(base), "targets_task_labels", use_in_getitem=True),
         ],
     )
 
@@ -242,8 +243,8 @@ def assemble(
     test_sets = [_dataset(s, caches, width) for s in test_enc]
     benchmark = with_task_labels(  # task label 0 everywhere, exposed as Avalanche's own benchmarks do
         benchmark_from_datasets(
-            train=[_to_avalanche(s, d) for s, d in zip(train_enc, train_sets, strict=True)],
-            test=[_to_avalanche(s, d) for s, d in zip(test_enc, test_sets, strict=True)],
+            train=[avalanche_dataset(d) for d in train_sets],
+            test=[avalanche_dataset(d) for d in test_sets],
         )
     )
     largest = max((p.vocab for p in (*train, *test)), key=len)

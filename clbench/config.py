@@ -7,12 +7,14 @@ sizes and optimiser, for real CLEVR on a GPU).
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from clbench.errors import ConfigError
@@ -43,10 +45,17 @@ class TrainConfig:
     eval_batch_size: int = 256
     lr: tuple[float, ...] = (3e-4,)
     weight_decay: float = 1e-5
-    num_workers: int = 0
+    # DataLoader worker processes; None: 0 on CPU (the cores are training's), on a GPU one per spare core up to
+    # 8, so loading never holds the GPU up. Workers only fetch: the order is drawn in the training process.
+    num_workers: int | None = None
     amp: str = "auto"  # auto: bf16 on CUDA where supported, else fp16; off on CPU. Or off|bf16|fp16.
     reuse_experience0: bool = True  # start from the cached CLEVR model when one matches (see checkpoints.py)
     compile: bool = False  # torch.compile the model's forward (pays a compile on first use; mostly for GPUs)
+
+    def workers_on(self, device: torch.device) -> int:
+        if self.num_workers is not None:
+            return self.num_workers
+        return 0 if device.type != "cuda" else max(0, min(8, (os.cpu_count() or 1) - 1))
 
     def epochs_of(self, experience: int) -> int:
         return self.epochs[min(experience, len(self.epochs) - 1)]
@@ -336,8 +345,11 @@ def _validate_train(train: TrainConfig) -> None:
             )
     if not train.weight_decay >= 0:
         raise ConfigError(f"train.weight_decay={train.weight_decay} is negative", "use 0 or more, e.g. 1e-5")
-    if train.num_workers < 0:
-        raise ConfigError(f"train.num_workers={train.num_workers} is negative", "use 0 (load in the main process)")
+    if train.num_workers is not None and train.num_workers < 0:
+        raise ConfigError(
+            f"train.num_workers={train.num_workers} is negative",
+            "use 0 (load in the main process), more, or none (chosen by device)",
+        )
 
 
 def _validate_eval(evaluation: EvalConfig) -> None:

@@ -359,7 +359,7 @@ def run(
                     train_seconds += time.perf_counter() - begun
                     experience0_lock.close()
                     if main:  # the other ranks wait for it at the next experience's first gradient exchange
-                        row = _evaluate(template, bench, film_stats, predictions, rows[i], _loader_args(config))
+                        row = _evaluate(template, bench, film_stats, predictions, rows[i], _loader_args(config, device))
                         measured.append(row)
                 checkpointer.experience_done(i)
         if not main:
@@ -481,8 +481,9 @@ def _log_params(
     tracking.log_params(run_id, params)
 
 
-def _loader_args(config: RunConfig) -> dict[str, Any]:
-    return {"num_workers": config.train.num_workers, "persistent_workers": config.train.num_workers > 0}
+def _loader_args(config: RunConfig, device: torch.device) -> dict[str, Any]:
+    workers = config.train.workers_on(device)
+    return {"num_workers": workers, "persistent_workers": workers > 0}
 
 
 def _template(
@@ -578,7 +579,7 @@ def _train(
         template.train_epochs -= checkpoint.epochs_done
         if watcher is not None:
             watcher.start_at(checkpoint.epochs_done)
-    template.train(experience, **_loader_args(config))
+    template.train(experience, **_loader_args(config, template.device))
 
 
 def _evaluate(

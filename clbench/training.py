@@ -126,6 +126,7 @@ class ProgressBar(SupervisedPlugin):
         self._loss = 0.0
         self._seen = 0
         self._start = 0.0
+        self._epochs = 0
 
     def _name(self, strategy) -> str:
         i = strategy.experience.current_experience
@@ -149,9 +150,14 @@ class ProgressBar(SupervisedPlugin):
         if line and not self.interactive:
             print(line, file=self.stream, flush=True)
 
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self._epochs = 0
+
     def before_training_epoch(self, strategy, **kwargs) -> None:
         epoch = strategy.clock.train_exp_epochs + 1
-        self._open(f"train {self._name(strategy)} epoch {epoch}/{strategy.train_epochs}", len(strategy.dataloader))
+        if not self._epochs:  # a resumed experience trains its remaining epochs after the restored clock's ones
+            self._epochs = epoch - 1 + strategy.train_epochs
+        self._open(f"train {self._name(strategy)} epoch {epoch}/{self._epochs}", len(strategy.dataloader))
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
         n = len(strategy.mb_y)
