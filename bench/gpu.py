@@ -499,7 +499,14 @@ def main() -> int:
         if time.perf_counter() - started > args.budget:
             print(f"skipped (over the {args.budget:.0f} s budget): {row}", file=sys.stderr)
             continue
-        table.append(measure(row, s, device))
+        try:
+            table.append(measure(row, s, device))
+        except (RuntimeError, torch.OutOfMemoryError) as err:  # one failing setting must not cost the others
+            first = str(err).strip().splitlines()[0][:100] if str(err).strip() else type(err).__name__
+            table.append({"input": row.label, "batch": row.batch, "train q/s": float("nan"), "error": first})
+            table[-1] |= {"bf16": "on" if row.amp else "off", "compile": "on" if row.compile else "off"}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         print(
             f"  measured {table[-1]['input']}, batch {row.batch}, bf16 {table[-1]['bf16']}, "
             f"compile {table[-1]['compile']}: {table[-1]['train q/s']:,} q/s",

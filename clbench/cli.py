@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     features = data.add_parser(
         "features", help="extract the frozen ResNet-101 stem's features once, for runs with model.stem=resnet101"
     )
-    features.add_argument("root", type=Path)
+    features.add_argument(
+        "root", type=Path, nargs="?", help="a dataset root as downloaded (default: the generated small dataset)"
+    )
     features.add_argument("--stem", choices=("resnet101",), default="resnet101")
     features.add_argument("--size", type=_size, default=(224, 224), help="HEIGHTxWIDTH (default: 224x224)")
     features.add_argument(
@@ -451,16 +453,23 @@ def _extract_features(args: argparse.Namespace) -> int:
     if min(height, width) < 1:
         raise ConfigError(f"--size {height}x{width} is not positive", "write e.g. --size 224x224")
     device = resolve_device(args.device)
+    if args.root is None:
+        from clbench.synth import ensure_default_data
+
+        root = ensure_default_data(progress=not args.no_progress)
+    else:
+        root = args.root
     caches = extract_dataset(
-        args.root, args.size, args.weights, device=device, batch_size=args.batch_size, progress=not args.no_progress
+        root, args.size, args.weights, device=device, batch_size=args.batch_size, progress=not args.no_progress
     )
     for split, cache in caches.items():
         _, channels, rows, cols = cache.shape
         size_gb = cache.array.nbytes / 1e9
         print(f"{split}: {len(cache)} images → {channels}×{rows}×{cols} float16 features ({size_gb:.2f} GB)")
     weights = "" if args.weights == "imagenet" else f" --set model.stem_weights={args.weights}"
+    data = "" if args.root is None else f" --data {args.root}"
     print(
-        f"runs read them with: python -m clbench run --data {args.root} --set model.stem=resnet101 "
+        f"runs read them with: python -m clbench run{data} --set model.stem=resnet101 "
         f"--set model.image_height={height} --set model.image_width={width}{weights}"
     )
     return 0

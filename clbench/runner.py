@@ -435,7 +435,8 @@ def _describe_inputs(config: RunConfig, bench: Benchmark) -> str:
         return f"inputs: ResNet-101 features from the feature cache ({config.model.stem_weights} weights)"
     return (
         "inputs: pixels through ResNet-101 on every batch (extract the features once to skip it: "
-        f"python -m clbench data features DATA --size {config.model.image_height}x{config.model.image_width}"
+        f"python -m clbench data features{' ' + config.data.root if config.data.root else ''} "
+        f"--size {config.model.image_height}x{config.model.image_width}"
         + (" --weights random" if config.model.stem_weights == "random" else "")
         + ")"
     )

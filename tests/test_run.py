@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -188,3 +189,15 @@ def test_a_config_saved_before_per_experience_rates_still_loads():
     saved["train"]["lr_finetune"] = None
     assert RunConfig.from_dict(saved).train.lr == (0.002,)
     assert RunConfig.from_dict(PRESETS["tiny"].to_dict()) == PRESETS["tiny"]
+
+
+def test_data_loader_workers_are_chosen_by_device_unless_set(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    train = PRESETS["paper"].train
+    assert train.num_workers is None
+    assert train.workers_on(torch.device("cpu")) == 0  # the cores are training's
+    assert train.workers_on(torch.device("cuda")) == 8  # one per spare core, at most 8
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert train.workers_on(torch.device("cuda")) == 3
+    assert replace(train, num_workers=2).workers_on(torch.device("cuda")) == 2
+    assert replace(train, num_workers=0).workers_on(torch.device("cuda")) == 0

@@ -13,6 +13,7 @@ its last flush; the sidecar JSON that marks a cache valid is written last, as fo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -62,6 +63,7 @@ class FeatureCache(ImageCache):
         return torch.from_numpy(np.array(self.array[row]))
 
 
+@functools.cache  # random weights are built to be named (a second or so); the name never changes in a process
 def weights_identity(weights: str) -> str:
     """What names the backbone's weights in a cache key.
 
