@@ -366,7 +366,7 @@ def profile(s: Shapes, device: torch.device) -> str:
         for _ in range(3):
             step()
         _sync(device)
-    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    key = "device_time_total" if device.type == "cuda" else "cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=48)
 
 

@@ -114,7 +114,9 @@ def test_a_last_minibatch_of_one_question_trains_to_the_end(name: str, one_quest
     ],
     ids=["fraction 1e-9", "batch size 1"],
 )
-def test_odd_but_valid_values_run_to_the_end(options: list[str], tiny_root, tmp_path, monkeypatch, capsys):
+def test_odd_but_valid_values_run_to_the_end(
+    options: list[str], tiny_root, tmp_path, tracking_store, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     argv = ["run", "--preset", "tiny", "--data", str(tiny_root), "--no-progress", *options]
-    assert main([*argv, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 0, capsys.readouterr().err
+    assert main([*argv, "--tracking-uri", tracking_store]) == 0, capsys.readouterr().err

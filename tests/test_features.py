@@ -124,7 +124,7 @@ class Stopping(Strategy):
 
 
 def test_runs_read_the_cache_by_themselves_and_a_resumed_run_what_it_started_with(
-    tiny_root, cache_dir, tmp_path, monkeypatch, capsys
+    tiny_root, cache_dir, tracking_store, monkeypatch, capsys
 ):
     config = override(
         PRESETS["tiny"],
@@ -132,7 +132,7 @@ def test_runs_read_the_cache_by_themselves_and_a_resumed_run_what_it_started_wit
         | {"model.image_height": SIZE[0], "model.image_width": SIZE[1], "train.epochs": "1,2"}
         | {"data.max_train_questions": 32, "data.max_test_questions": 8, "eval.every": 0},
     )
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking_store
     with pytest.raises(KeyboardInterrupt):  # started on pixels: no feature cache yet
         run(config, Stopping(), tracking_uri=store, progress=False, out=io.StringIO())
     assert "inputs: pixels through ResNet-101 on every batch" in capsys.readouterr().err

@@ -28,11 +28,11 @@ def test_the_readme_has_its_strategy_and_scenario_examples():
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[_plugin(code)[0] for code in BLOCKS])
-def test_a_readme_example_runs_as_written(code: str, tiny_root: Path, tmp_path: Path, capsys):
+def test_a_readme_example_runs_as_written(code: str, tiny_root: Path, tmp_path: Path, tracking_store: str, capsys):
     name, kind = _plugin(code)
     path = tmp_path / "example.py"
     path.write_text(code)
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking_store
     option = "--strategy" if kind == "Strategy" else "--scenario"
     args = ["run", option, f"{path}:{name}", "--preset", "tiny", "--data", str(tiny_root), *SETS.get(kind, [])]
     assert main([*args, "--tracking-uri", store, "--no-progress"]) == 0

@@ -78,10 +78,10 @@ def test_the_built_in_scenarios_are_listed_with_parameters_and_experiences(capsy
 
 
 @pytest.mark.slow  # test_readme.py runs the README's user scenario through the same door in the default suite
-def test_a_scenario_in_a_users_file_runs_and_is_logged(tiny_root: Path, tmp_path: Path, capsys):
+def test_a_scenario_in_a_users_file_runs_and_is_logged(tiny_root: Path, tmp_path: Path, tracking_store: str, capsys):
     path = tmp_path / "halves.py"
     path.write_text(HALVES)
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking_store
     args = ["run", "--scenario", f"{path}:Halves", "--set", "scenario.split_at=25", "--preset", "tiny"]
     assert main([*args, "--data", str(tiny_root), "--tracking-uri", store, "--no-progress"]) == 0
     assert "first half" in capsys.readouterr().out

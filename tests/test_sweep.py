@@ -139,12 +139,14 @@ def test_report_files_hold_the_numbers_of_the_runs(swept, tmp_path: Path):
     assert not any(p.name.startswith(".report-") for p in (tmp_path / "report").iterdir())
 
 
-def test_a_failed_cell_is_recorded_the_sweep_goes_on_and_a_rerun_resumes_it(tiny_root, tmp_path, monkeypatch, capsys):
+def test_a_failed_cell_is_recorded_the_sweep_goes_on_and_a_rerun_resumes_it(
+    tiny_root, tmp_path, tracking_store, monkeypatch, capsys
+):
     plugin = tmp_path / "exploding.py"
     plugin.write_text(FAILING_STRATEGY)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CLBENCH_TEST_EXPLODE", "1")
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking_store
     command = ["sweep", "--preset", "tiny", "--data", str(tiny_root), "--no-progress", "--tracking-uri", store]
     command += ["--experiment", EXPERIMENT, "--strategies", f"{plugin}:Exploding,naive", "--fractions", "1"]
     command += ["--seeds", "0", "--no-references"]

@@ -34,10 +34,10 @@ def _mid_experience_checkpoint(cache: Path, process: subprocess.Popen) -> tuple[
     pytest.fail(f"no mid-experience checkpoint: {process.communicate()[0][-3000:]}")
 
 
-def test_a_two_process_run_is_one_mlflow_run_and_resumes(tmp_path, tiny_root, monkeypatch):
+def test_a_two_process_run_is_one_mlflow_run_and_resumes(tmp_path, tiny_root, tracking_store, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("CLBENCH_CACHE_DIR", str(cache))
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking_store
     command = _torchrun("run", "--preset", "tiny", "--data", str(tiny_root), "--strategy", "ewc", "--no-progress")
     command += ["--set", "train.epochs=1,12", "--experiment", EXPERIMENT, "--tracking-uri", store]
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
