@@ -111,11 +111,12 @@ def rows(s: Shapes, device: torch.device, compile_rows: bool) -> list[Row]:
 
 @dataclass(frozen=True)
 class _Data:
-    """The three facts `build_model` reads from a benchmark."""
+    """The facts `build_model` reads from a benchmark."""
 
     first_vocab_size: int
     answers: range
     inputs: str
+    bank: object | None = None
 
 
 def build(row: Row, s: Shapes, device: torch.device):
@@ -156,6 +157,16 @@ def synthetic_batch(source: str, s: Shapes, batch: int, device: torch.device, se
     answers = torch.randint(0, len(answer_vocabulary()), (batch,), generator=g)
     x = FiLMInput(images, questions, lengths, torch.zeros(batch, dtype=torch.long))
     return x.to(device), answers.to(device)
+
+
+def on_bank(device: torch.device) -> bool:
+    """Where a run holds the feature cache on the device (`data.feature_bank=auto`): on a GPU."""
+    return device.type == "cuda"
+
+
+@dataclass
+class SyntheticBank:
+    tensor: torch.Tensor
 
 
 def _sync(device: torch.device) -> None:
@@ -205,6 +216,11 @@ def measure(row: Row, s: Shapes, device: torch.device) -> dict[str, object]:
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
     x, y = synthetic_batch(row.source, s, row.batch, device)
     xe, _ = synthetic_batch(row.source, s, s.eval_batch, device, seed=1)
+    if row.source == "features" and on_bank(device):  # as a GPU run reads them: rows gathered from the bank
+        bank = SyntheticBank(torch.cat([x.images, xe.images]))
+        model.stem.attach_bank(bank)
+        x = replace(x, images=torch.arange(len(x), device=device))
+        xe = replace(xe, images=torch.arange(len(x), len(x) + len(xe), device=device))
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -252,13 +268,14 @@ def _write_cache(cls, folder: Path, name: str, shape: tuple[int, ...], fill: Cal
     return cls.open(folder / f"{name}.json")
 
 
-def experience(source: str, s: Shapes, folder: Path):
-    """An Avalanche experience of `loader_questions` questions over a memory-mapped cache, ~4 per image."""
+def experience(source: str, s: Shapes, folder: Path, device: torch.device):
+    """An Avalanche experience of `loader_questions` questions over a memory-mapped cache, ~4 per image; features
+    held on the GPU as a run holds them there (and the bank, to give the model)."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 
     from clbench.benchmark import QuestionAnswerDataset, avalanche_dataset
     from clbench.data.cache import ImageCache
-    from clbench.data.features import FeatureCache, feature_size
+    from clbench.data.features import FeatureBank, FeatureCache, feature_size
     from clbench.film import RESNET_CHANNELS
 
     rng = np.random.default_rng(0)
@@ -278,11 +295,15 @@ def experience(source: str, s: Shapes, folder: Path):
     lengths = rng.integers(s.tokens // 3, s.tokens + 1, n)
     questions = rng.integers(1, VOCAB, (n, s.tokens))
     questions[np.arange(s.tokens) >= lengths[:, None]] = 0
+    bank = None
+    if source == "features" and on_bank(device):  # what a run does where the features fit: rows into the bank
+        bank = FeatureBank({"train": cache}, device, progress=False)
+        cache = bank.rows["train"]
     dataset = QuestionAnswerDataset(
         cache, rng.integers(0, images, n), questions, lengths, rng.integers(0, 28, n), np.zeros(n, dtype=np.int64)
     )
     data = avalanche_dataset(dataset)
-    return benchmark_from_datasets(train=[data], test=[data]).train_stream[0]
+    return benchmark_from_datasets(train=[data], test=[data]).train_stream[0], bank
 
 
 def template(model, config, device: torch.device, amp: bool, batch: int):
@@ -324,8 +345,10 @@ def pipeline(s: Shapes, device: torch.device, trained: dict[str, float], folder:
     workers = PRESETS["paper"].train.workers_on(device)
     lines = []
     for source in ("features", "raw-pixels"):
-        exp = experience(source, s, folder)
+        exp, bank = experience(source, s, folder, device)
         model, config = build(Row(source, True, True, False, s.batch), s, device)
+        if bank is not None:
+            model.stem.attach_bank(bank)
         strategy = template(model, config, device, True, s.batch)
         loader_rate(strategy, exp, workers, device)  # warm: page cache, worker start
         loaded = max(loader_rate(strategy, exp, workers, device) for _ in range(2))

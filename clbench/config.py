@@ -32,6 +32,10 @@ class DataConfig:
     min_word_count: int = 5  # new words of later experiences rarer than this become <UNK> (paper: --unk_threshold 5)
     max_train_questions: int | None = None  # cap per training experience (None: all)
     max_test_questions: int | None = None  # cap per test set (None: all)
+    # where the feature cache's features sit while a resnet101 run trains: "device" (one tensor on the GPU, the
+    # loader carries row numbers), "host" (read from the memory map per question), or "auto": device on a GPU
+    # when they take at most half its free memory. The same numbers either way.
+    feature_bank: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,8 @@ def validate(config: RunConfig) -> RunConfig:
 
 def _validate_data(data: DataConfig) -> None:
     """A cap that would leave an experience without questions is refused before any data is read."""
+    if data.feature_bank not in ("auto", "device", "host"):
+        raise ConfigError(f"data.feature_bank={data.feature_bank!r} is unknown", "use auto, device or host")
     if data.min_word_count < 0:
         raise ConfigError(f"data.min_word_count={data.min_word_count} is negative", "use 0 or more, e.g. 5")
     for name in ("max_train_questions", "max_test_questions"):

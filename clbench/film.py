@@ -313,13 +313,25 @@ def _imagenet_weights(weights):
     return weights
 
 
+class Unowned:
+    """A value a module uses without owning it: not a submodule or buffer, so in no state dict and no optimiser, and
+    shared rather than copied when the model is (LwF's teacher, a strategy's old model)."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __deepcopy__(self, memo) -> Unowned:
+        return self
+
+
 class ResNetStem(nn.Module):
     """The paper's stem over ResNet-101 conv4 features: 3×3 conv + BN + ReLU to the module width.
 
-    It reads either features (1024 channels, from the feature cache) or pixels, which go through the frozen
-    backbone first (`attach_backbone`). The backbone is a fixed function of the image, as the cache is: it is
-    held outside the module tree, so it is neither a parameter (no optimiser, EWC importance or DDP bucket for its
-    27M frozen weights) nor in state dicts and checkpoints, which are the same whichever input the stem reads.
+    It reads features (1024 channels, from the feature cache), rows of a feature bank (int64: the cache held on the
+    training device, `attach_bank`), or pixels, which go through the frozen backbone first (`attach_backbone`).
+    The backbone is a fixed function of the image, as the cache is: it is held outside the module tree (`Unowned`),
+    so it is neither a parameter (no optimiser, EWC importance or DDP bucket for its 27M frozen weights) nor in
+    state dicts and checkpoints, which are the same whichever input the stem reads.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -329,22 +341,33 @@ class ResNetStem(nn.Module):
             nn.BatchNorm2d(config.module_dim),
             nn.ReLU(inplace=True),
         )
-        self._backbone: tuple[nn.Module, ...] = ()  # a tuple: not registered as a submodule
+        self._backbone: Unowned | None = None
+        self._bank: Unowned | None = None
 
     def attach_backbone(self, backbone: nn.Module) -> None:
-        self._backbone = (backbone,)
+        self._backbone = Unowned(backbone)
+
+    def attach_bank(self, bank) -> None:
+        """`bank.tensor`: [rows, 1024, h, w] features on the training device, which int64 inputs index."""
+        self._bank = Unowned(bank)
+
+    def rows(self, rows: Tensor) -> Tensor:
+        if self._bank is None:
+            raise RuntimeError("ResNetStem got feature-bank rows but has no bank: attach_bank(...)")
+        bank = self._bank.value.tensor
+        return bank[rows.to(bank.device)].to(rows.device)
 
     def features(self, pixels: Tensor) -> Tensor:
         """The backbone's features as the cache stores them: computed in float32 (outside any autocast, as the
         extraction does) and rounded to float16. A run then reads the same numbers with or without the cache: the
         cache is a shortcut, not another experiment."""
-        if not self._backbone:
+        if self._backbone is None:
             raise RuntimeError("ResNetStem got pixels but has no backbone: attach_backbone(resnet_backbone(...))")
-        backbone = self._backbone[0]
-        if next(backbone.parameters()).device != pixels.device:
-            self._backbone = (backbone.to(pixels.device, memory_format=torch.channels_last),)
+        backbone = self._backbone.value
+        if next(backbone.parameters()).device != pixels.device:  # moved once, for every copy of the model
+            self._backbone.value = backbone = backbone.to(pixels.device, memory_format=torch.channels_last)
         with torch.no_grad(), torch.autocast(pixels.device.type, enabled=False):
-            return self._backbone[0](pixels.float()).to(FEATURE_DTYPE).float()
+            return backbone(pixels.float()).to(FEATURE_DTYPE).float()
 
     def forward(self, x: Tensor) -> Tensor:
         if x.size(1) != RESNET_CHANNELS:
@@ -391,6 +414,8 @@ class FiLM(nn.Module):
 
     def forward(self, inputs: FiLMInput) -> Tensor:
         images = inputs.images
+        if images.dtype == torch.int64 and isinstance(self.stem, ResNetStem):  # rows of the feature bank
+            images = self.stem.rows(images)
         if images.dtype == torch.uint8 and self.config.stem != "scene":  # pixels; scene maps are on a unit scale
             images = normalise_pixels(images, self.pixel_mean, self.pixel_std)
         else:  # scene maps, or the feature cache's fp16 (autocast casts it to its own precision)

@@ -32,6 +32,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from clbench import checkpoints, continual, cost, distributed, measures, metric_names, plots, references, tracking
 from clbench.benchmark import Benchmark, BuildContext
 from clbench.config import RunConfig
+from clbench.data.features import FeatureBank
 from clbench.errors import ConfigError
 from clbench.film import FiLM, ResNetStem, count_parameters, resnet_backbone
 from clbench.metrics import (
@@ -239,6 +240,8 @@ def build_model(config: RunConfig, bench: Benchmark, device: torch.device) -> Fi
     model = FiLM(bench.first_vocab_size, len(bench.answers), config.model)
     if isinstance(model.stem, ResNetStem) and bench.inputs == "pixels":
         model.stem.attach_backbone(resnet_backbone(config.model.stem_weights))
+    if isinstance(model.stem, ResNetStem) and bench.bank is not None:
+        model.stem.attach_bank(bench.bank)
     if config.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
@@ -296,6 +299,7 @@ def run(
     with distributed.main_first():  # one rank generates the data, the others read it
         # a resumed run reads what it started with: features that appeared since would change its arithmetic
         bench = build_benchmark(config, scenario, progress and main, feature_cache=_inputs_of(resume) != "pixels")
+    _place_features(config, bench, device, progress and main)
     if main and config.model.stem == "resnet101":
         print(_describe_inputs(config, bench), file=sys.stderr)
     if bench.experience_names != names:  # a user's scenario whose build disagrees with what it announced
@@ -425,6 +429,25 @@ def _what_to_resume(
     }
 
 
+def _place_features(config: RunConfig, bench: Benchmark, device: torch.device, progress: bool) -> None:
+    """Hold the feature cache on the training device (`data.feature_bank`) where it is asked for or fits."""
+    if bench.inputs != "features" or config.data.feature_bank == "host":
+        return
+    caches = bench.feature_caches()
+    if config.data.feature_bank == "auto":
+        if device.type != "cuda":
+            return
+        free, _ = torch.cuda.mem_get_info(device)
+        if FeatureBank.nbytes(caches) > free / 2:
+            print(
+                f"features stay in host memory: {FeatureBank.nbytes(caches) / 2**30:.1f} GiB is over half the GPU's "
+                f"free {free / 2**30:.1f} GiB (data.feature_bank=device puts them there anyway)",
+                file=sys.stderr,
+            )
+            return
+    bench.place_features(FeatureBank(caches, device, progress))
+
+
 def _inputs_of(resume: checkpoints.RunCheckpoint | None) -> str | None:
     return None if resume is None else resume.meta.get("inputs")
 
@@ -432,7 +455,8 @@ def _inputs_of(resume: checkpoints.RunCheckpoint | None) -> str | None:
 def _describe_inputs(config: RunConfig, bench: Benchmark) -> str:
     """Where the visual input comes from, said once: reading features or pixels changes a run's speed tenfold."""
     if bench.inputs == "features":
-        return f"inputs: ResNet-101 features from the feature cache ({config.model.stem_weights} weights)"
+        where = "" if bench.bank is None else f", held on {bench.bank.tensor.device.type}"  # type: ignore[attr-defined]
+        return f"inputs: ResNet-101 features from the feature cache ({config.model.stem_weights} weights{where})"
     return (
         "inputs: pixels through ResNet-101 on every batch (extract the features once to skip it: "
         f"python -m clbench data features{' ' + config.data.root if config.data.root else ''} "
@@ -475,6 +499,8 @@ def _log_params(
     params |= {f"{SCENARIO_PREFIX}{k}": v for k, v in scenario.params().items()}
     params |= {"scenario.experiences": ",".join(bench.experience_names), "scenario.tests": ",".join(bench.test_names)}
     params |= {"data.fingerprint": bench.fingerprint, "data.inputs": bench.inputs, "device.resolved": str(device)}
+    if bench.inputs == "features":
+        params["data.feature_bank.resolved"] = "host" if bench.bank is None else str(device)
     params |= {f"data.size.{k}": v for k, v in bench.sizes.items()}
     params |= {"model.parameters": count_parameters(model)} | tracking.versions()
     params |= {"experience0.key": key, "experience0.cached": cached}

@@ -7,12 +7,14 @@ cannot be downloaded here, and what is tested is the path, not what ImageNet tau
 
 from __future__ import annotations
 
+import copy
 import io
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from avalanche.training.plugins import SupervisedPlugin
@@ -27,6 +29,7 @@ from clbench.data.cache import build_image_cache
 from clbench.film import RESNET_CHANNELS, normalise_pixels, pixel_statistics, resnet_backbone
 from clbench.runner import build_benchmark, build_model, run
 
+LOSS = "Loss_Epoch/train_phase/train_stream/Task000"
 SIZE = (32, 48)  # the smallest CLEVR-like frame ResNet-101 leaves with 2×3 cells
 CPU = torch.device("cpu")
 
@@ -149,6 +152,20 @@ def test_runs_read_the_cache_by_themselves_and_a_resumed_run_what_it_started_wit
     inputs = {r.info.run_id: r.data.params["data.inputs"] for r in runs}
     assert inputs.pop(fresh.run_id) == "features" and list(inputs.values()) == ["pixels"]
 
+    # The features held on the training device (what a GPU run does where they fit): samples carry row numbers,
+    # the model gathers them; the same numbers, so the same run to the last bit.
+    train = replace(config.train, reuse_experience0=False)  # its experience 0 trained on the bank too
+    banked = replace(config, data=replace(config.data, feature_bank="device"), train=train)
+    on_device = run(banked, Stopping(stop=False), tracking_uri=store, progress=False, out=io.StringIO())
+    assert "(random weights, held on cpu)" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(on_device.accuracy, fresh.accuracy)
+    history = {
+        r.info.run_id: [m.value for m in client.get_metric_history(r.info.run_id, LOSS)]
+        for r in (client.get_run(fresh.run_id), client.get_run(on_device.run_id))
+    }
+    assert history[on_device.run_id] == history[fresh.run_id] and len(history[fresh.run_id]) == 3
+    assert client.get_run(on_device.run_id).data.params["data.feature_bank.resolved"] == "cpu"
+
 
 def test_at_every_step_of_training_the_cache_and_the_stem_give_the_same_loss(tiny_root, cache_dir):
     """Training from the cache, with the on-the-fly stem's loss computed beside it at the same weights and batch.
@@ -197,3 +214,17 @@ def test_missing_pretrained_weights_are_one_line_before_anything_is_written(
     assert err.startswith("error: ResNet-101 ImageNet weights are not in ") and "\n" not in err, err
     assert "resnet101-63fe2227.pth" in err and "model.stem=pixels" in err
     assert not cache_dir.exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_frozen_backbone_and_the_bank_are_used_not_owned_by_the_model():
+    from clbench.film import FiLM
+
+    config = replace(PRESETS["tiny"].model, stem="resnet101", image_height=SIZE[0], image_width=SIZE[1])
+    model = FiLM(20, 28, config)
+    bank = object()
+    model.stem.attach_backbone(resnet_backbone("random"))
+    model.stem.attach_bank(bank)
+    assert sum(p.numel() for p in model.parameters()) < 1_000_000  # the backbone's 27.5M are not among them
+    assert all(key.startswith(("generator.", "stem.proj.", "blocks.", "classifier.")) for key in model.state_dict())
+    teacher = copy.deepcopy(model)  # what LwF and other strategies do with the model
+    assert teacher.stem._backbone is model.stem._backbone and teacher.stem._bank.value is bank

@@ -86,7 +86,8 @@ class FiLMInput:
             if dim != 0:
                 raise ValueError(f"FiLMInput joins along the batch dimension only, not dim={dim}")
             columns = ([getattr(i, f.name) for i in inputs] for f in fields(cls))
-            return cls(*(None if None in column else func(column) for column in columns))
+            # `is None`, not `None in column`: `in` compares each tensor with == (milliseconds a batch)
+            return cls(*(None if any(t is None for t in column) else func(column) for column in columns))
         if func is torch.clone:
             return args[0].clone()
         return NotImplemented
