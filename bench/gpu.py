@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import math
 import os
 import sys
@@ -256,6 +255,8 @@ def measure(row: Row, s: Shapes, device: torch.device) -> dict[str, object]:
 
 def _write_cache(cls, folder: Path, name: str, shape: tuple[int, ...], fill: Callable[[int, int], np.ndarray]):
     """A cache in its real on-disk format (memmap + sidecar), filled with synthetic rows."""
+    from clbench.data.cache import write_sidecar
+
     data = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=cls.DTYPE, shape=shape)
     for start in range(0, shape[0], 256):
         stop = min(start + 256, shape[0])
@@ -263,8 +264,7 @@ def _write_cache(cls, folder: Path, name: str, shape: tuple[int, ...], fill: Cal
     data.flush()
     del data
     filenames = [f"CLEVR_bench_{i:06d}.png" for i in range(shape[0])]
-    meta = {"format_version": cls.VERSION, "fingerprint": name, "split": "train", "shape": list(shape)}
-    (folder / f"{name}.json").write_text(json.dumps(meta | {"filenames": filenames}), encoding="utf-8")
+    write_sidecar(folder / f"{name}.json", name, "train", shape, filenames, format_version=cls.VERSION)
     return cls.open(folder / f"{name}.json")
 
 

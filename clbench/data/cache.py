@@ -271,7 +271,6 @@ def build_image_cache(
     remove_stale_tmp(cache_dir, name)
     shape = (len(files), height, width, 3)
     tmp_data = cache_dir / f"{name}.npy.tmp-{os.getpid()}"
-    tmp_sidecar = cache_dir / f"{name}.json.tmp-{os.getpid()}"
     names = [n for n, _ in files]
     try:
         np.lib.format.open_memmap(tmp_data, mode="w+", dtype=np.uint8, shape=shape).flush()
@@ -289,20 +288,24 @@ def build_image_cache(
                 with _pool_context().Pool(jobs) as pool:
                     _collect(pool.imap_unordered(_decode_rows, tasks), bar)
         os.replace(tmp_data, data_path)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "split": split,
-            "shape": list(shape),
-            "filenames": names,
-        }
-        tmp_sidecar.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp_sidecar, sidecar)  # last step: only now does the cache look valid
+        write_sidecar(sidecar, fingerprint, split, shape, names)
     finally:
-        for tmp in (tmp_data, tmp_sidecar):
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp_data.unlink(missing_ok=True)
     return ImageCache.open(sidecar)
+
+
+def write_sidecar(
+    sidecar: Path, fingerprint: str, split: str, shape: tuple[int, ...], filenames: list[str], **more: Any
+) -> None:
+    """The JSON that makes a built cache valid, written atomically: the last step of every build."""
+    meta = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "split": split, "shape": list(shape)}
+    tmp = sidecar.with_name(f"{sidecar.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(meta | more | {"filenames": filenames}), encoding="utf-8")
+        os.replace(tmp, sidecar)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _collect(results: Any, bar: tqdm) -> None:

@@ -31,6 +31,7 @@ from clbench.data.cache import (
     default_cache_dir,
     remove_stale_tmp,
     split_fingerprint,
+    write_sidecar,
 )
 from clbench.data.clevr import DatasetRoot, detect_release
 from clbench.errors import DataError
@@ -181,20 +182,10 @@ def extract_features(
         finally:  # interrupted or failed: what is written is kept, and the next call goes on from there
             _save_progress(rows, cache_dir, name, fingerprint, state["done"])
             del rows
-        data_path = sidecar.with_suffix(".npy")
-        os.replace(partial, data_path)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "split": split,
-            "shape": list(shape),
-            "filenames": [n for n, _ in files],
-            "weights": identity,
-            "image_fingerprint": image_fingerprint,
-        }
-        tmp = cache_dir / f"{name}.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(tmp, sidecar)  # last step: only now does the cache look valid
+        os.replace(partial, sidecar.with_suffix(".npy"))
+        names = [n for n, _ in files]
+        extra = {"format_version": FORMAT_VERSION, "weights": identity, "image_fingerprint": image_fingerprint}
+        write_sidecar(sidecar, fingerprint, split, shape, names, **extra)  # only now does the cache look valid
         _progress_path(cache_dir, name).unlink(missing_ok=True)
     return FeatureCache.open(sidecar)
 
