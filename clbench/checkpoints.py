@@ -47,7 +47,8 @@ def scenario_identity(scenario: Any) -> dict[str, Any]:
     return {"name": scenario.name, **scenario.experience0_identity()}
 
 
-def _model_identity(config: RunConfig) -> dict[str, Any]:
+def model_identity(config: RunConfig) -> dict[str, Any]:
+    """The model config as cache keys read it: fields that cannot matter to a stem are left out, so older keys hold."""
     model = asdict(config.model)
     if config.model.stem != "resnet101":  # only it has weights to choose: the other stems' keys stay as they were
         model.pop("stem_weights")
@@ -72,7 +73,7 @@ def experience0_key(
         "data": data_fingerprint,
         "scenario": scenario or {},
         "max_train_questions": config.data.max_train_questions,
-        "model": _model_identity(config),
+        "model": model_identity(config),
         "train": {
             "epochs": train.epochs_of(0),
             "batch_size": train.batch_size,

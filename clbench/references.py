@@ -46,7 +46,7 @@ def key(kind: str, config: RunConfig, scenario: Any, fingerprint: str) -> str:
         "scenario": {"name": scenario.name, **scenario.params()},
         "max_train_questions": config.data.max_train_questions,
         "max_test_questions": config.data.max_test_questions,
-        "model": asdict(config.model),
+        "model": checkpoints.model_identity(config),
         "train": {k: v for k, v in asdict(config.train).items() if k not in ("num_workers", "reuse_experience0")},
         "seed": config.seed,
     }

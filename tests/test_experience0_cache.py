@@ -48,6 +48,11 @@ def test_cache_key_changes_with_every_input_to_experience0_and_nothing_else(conf
         checkpoints.experience0_key(replace(config, train=replace(config.train, batch_size=7)), "data-a"),
         checkpoints.experience0_key(replace(config, train=replace(config.train, compile=True)), "data-a"),
     ]
+    resnet = replace(config, model=replace(config.model, stem="resnet101"))
+    changed += [  # the ResNet's weights matter to it alone
+        checkpoints.experience0_key(resnet, "data-a"),
+        checkpoints.experience0_key(replace(resnet, model=replace(resnet.model, stem_weights="random")), "data-a"),
+    ]
     assert len({key, *changed}) == len(changed) + 1
     unchanged = [
         checkpoints.experience0_key(replace(config, train=replace(config.train, epochs=(2, 9))), "data-a"),
@@ -55,6 +60,9 @@ def test_cache_key_changes_with_every_input_to_experience0_and_nothing_else(conf
             replace(config, train=replace(config.train, lr=(config.train.lr_of(0), 0.1))), "data-a"
         ),
         checkpoints.experience0_key(replace(config, device="cpu"), "data-a"),
+        checkpoints.experience0_key(replace(config, model=replace(config.model, stem_weights="random")), "data-a"),
+        checkpoints.experience0_key(replace(config, data=replace(config.data, feature_bank="device")), "data-a"),
+        checkpoints.experience0_key(replace(config, train=replace(config.train, num_workers=4)), "data-a"),
     ]
     assert set(unchanged) == {key}
 
