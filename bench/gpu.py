@@ -138,15 +138,14 @@ VOCAB = 93  # CLEVR's question vocabulary with its specials
 
 def synthetic_batch(source: str, s: Shapes, batch: int, device: torch.device, seed: int = 0):
     """A batch at the real shapes: fp16 features as the cache stores them, or uint8 pixels as the image cache does."""
-    from clbench.data.features import feature_size
     from clbench.data.inputs import FiLMInput
     from clbench.data.vocab import answer_vocabulary
-    from clbench.film import RESNET_CHANNELS
+    from clbench.film import RESNET_CHANNELS, resnet_feature_size
 
     g = torch.Generator().manual_seed(seed)
     size = (s.model.image_height, s.model.image_width)
     if source == "features":
-        images = (torch.rand(batch, RESNET_CHANNELS, *feature_size(size), generator=g) * 2).half()
+        images = (torch.rand(batch, RESNET_CHANNELS, *resnet_feature_size(size), generator=g) * 2).half()
     else:
         images = torch.randint(0, 256, (batch, 3, *size), generator=g, dtype=torch.uint8)
     lengths = torch.randint(s.tokens // 3, s.tokens + 1, (batch,), generator=g)
@@ -275,14 +274,14 @@ def experience(source: str, s: Shapes, folder: Path, device: torch.device):
 
     from clbench.benchmark import QuestionAnswerDataset, avalanche_dataset
     from clbench.data.cache import ImageCache
-    from clbench.data.features import FeatureBank, FeatureCache, feature_size
-    from clbench.film import RESNET_CHANNELS
+    from clbench.data.features import FeatureBank, FeatureCache
+    from clbench.film import RESNET_CHANNELS, resnet_feature_size
 
     rng = np.random.default_rng(0)
     images = max(1, s.loader_questions // 4)
     size = (s.model.image_height, s.model.image_width)
     if source == "features":
-        shape = (images, RESNET_CHANNELS, *feature_size(size))
+        shape = (images, RESNET_CHANNELS, *resnet_feature_size(size))
         cache = _write_cache(
             FeatureCache, folder, "features", shape, lambda a, b: rng.random((b - a, *shape[1:]), dtype=np.float32)
         )

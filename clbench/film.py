@@ -202,13 +202,19 @@ class Classifier(nn.Module):
         return self.mlp(torch.amax(x, dim=(2, 3)))
 
 
+def resnet_feature_size(size: tuple[int, int]) -> tuple[int, int]:
+    """conv1, max-pool, layer2, layer3: four stride-2 steps of ceil(n / 2) (224 → 14)."""
+    height, width = size
+    for _ in range(4):
+        height, width = (height + 1) // 2, (width + 1) // 2
+    return height, width
+
+
 def stem_output_size(config: ModelConfig) -> tuple[int, int]:
     """Height and width of the feature map the FiLMed blocks see, so a config too small for them is refused early."""
     height, width = max(config.image_height, 0), max(config.image_width, 0)
-    if config.stem == "resnet101":  # conv1, max-pool, layer2, layer3: four stride-2 steps of ceil(n / 2)
-        for _ in range(4):
-            height, width = (height + 1) // 2, (width + 1) // 2
-        return height, width
+    if config.stem == "resnet101":
+        return resnet_feature_size((height, width))
     if config.stem == "scene":  # the map is drawn at the model's input size
         return height, width
     for _ in range(config.stem_layers):  # conv(k4, s2, p1): floor(n / 2); the final 3×3 conv keeps the size

@@ -94,13 +94,13 @@ def test_an_interrupted_extraction_goes_on_from_where_it_stopped(tiny_root, cach
 
     monkeypatch.setattr(features, "FLUSH_EVERY_S", 3600.0)  # only the interruption itself saves the progress
     extract = dict(device=CPU, batch_size=8, identity=identity, progress=False)
-    monkeypatch.setattr("clbench.film.resnet_backbone", lambda weights: backbone(weights, batches=2))
+    monkeypatch.setattr(features, "resnet_backbone", lambda weights: backbone(weights, batches=2))
     with pytest.raises(KeyboardInterrupt):
         features.extract_features(clevr, "train", SIZE, "random", **extract)
     assert features.find_feature_cache(clevr, "train", SIZE, identity) is None  # not valid until complete
     assert len(list(cache_dir.glob("train_32x48_resnet101-*.partial"))) == 1
 
-    monkeypatch.setattr("clbench.film.resnet_backbone", lambda weights: backbone(weights, batches=None))
+    monkeypatch.setattr(features, "resnet_backbone", lambda weights: backbone(weights, batches=None))
     resumed = features.extract_features(clevr, "train", SIZE, "random", **extract)
     assert [r.rows for r in runs] == [16, 40 - 16]  # the second run computed only what the first had not
     np.testing.assert_array_equal(np.array(resumed.array), expected)

@@ -35,6 +35,14 @@ from clbench.data.cache import (
 )
 from clbench.data.clevr import DatasetRoot, detect_release
 from clbench.errors import DataError
+from clbench.film import (
+    FEATURE_DTYPE,
+    RESNET_CHANNELS,
+    normalise_pixels,
+    pixel_statistics,
+    resnet_backbone,
+    resnet_feature_size,
+)
 from clbench.locks import lease_lock
 
 __all__ = [
@@ -63,8 +71,6 @@ class FeatureCache(ImageCache):
 
     @classmethod
     def _valid_shape(cls, shape: tuple[int, ...]) -> bool:
-        from clbench.film import RESNET_CHANNELS
-
         return len(shape) == 4 and shape[1] == RESNET_CHANNELS
 
     def sample(self, row: int) -> torch.Tensor:
@@ -84,21 +90,11 @@ def weights_identity(weights: str) -> str:
         from torchvision.models import ResNet101_Weights
 
         return Path(ResNet101_Weights.IMAGENET1K_V1.url).stem
-    from clbench.film import resnet_backbone
-
     digest = hashlib.sha256()
     for name, tensor in resnet_backbone(weights).state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.numpy().tobytes())
     return f"{weights}-{digest.hexdigest()[:12]}"
-
-
-def feature_size(size: tuple[int, int]) -> tuple[int, int]:
-    """conv1, max-pool, layer2, layer3: four stride-2 steps of ceil(n / 2) (224 → 14)."""
-    height, width = size
-    for _ in range(4):
-        height, width = (height + 1) // 2, (width + 1) // 2
-    return height, width
 
 
 def _name(split: str, size: tuple[int, int], identity: str, image_fingerprint: str) -> tuple[str, str]:
@@ -139,8 +135,6 @@ def extract_features(
     progress: bool = True,
 ) -> FeatureCache:
     """The split's features for `weights`: reused when a matching cache exists, else extracted (or resumed)."""
-    from clbench.film import FEATURE_DTYPE, RESNET_CHANNELS, normalise_pixels, pixel_statistics, resnet_backbone
-
     identity = identity or weights_identity(weights)
     image_fingerprint, files = split_fingerprint(clevr_dir, split, size)
     name, fingerprint = _name(split, size, identity, image_fingerprint)
@@ -153,7 +147,7 @@ def extract_features(
             return found
         backbone = resnet_backbone(weights).to(device, memory_format=torch.channels_last)
         images = build_image_cache(clevr_dir, split, size, cache_dir=cache_dir, progress=progress)
-        shape = (len(images), RESNET_CHANNELS, *feature_size(size))
+        shape = (len(images), RESNET_CHANNELS, *resnet_feature_size(size))
         partial, done = _resume(cache_dir, name, fingerprint, shape)
         rows = np.load(partial, mmap_mode="r+")
         mean, std = pixel_statistics(device)
@@ -263,7 +257,7 @@ class FeatureBank:
     def __init__(self, caches: dict[str, FeatureCache], device: torch.device, progress: bool = True) -> None:
         first = next(iter(caches.values()))
         total = sum(len(cache) for cache in caches.values())
-        self.tensor = torch.empty((total, *first.shape[1:]), dtype=torch.float16, device=device)
+        self.tensor = torch.empty((total, *first.shape[1:]), dtype=FEATURE_DTYPE, device=device)
         self.rows: dict[str, BankRows] = {}
         offset = 0
         with tqdm(total=total, unit="img", desc=f"features to {device.type}", disable=not progress or None) as bar:
