@@ -315,6 +315,16 @@ def _collect(results: Any, bar: tqdm) -> None:
         bar.update(done)
 
 
+def splits_with_images(root: Path) -> tuple[Path, list[str]]:
+    """A dataset root's CLEVR folder (CoGenT's, for a root holding only ``CLEVR_CoGenT_v1.0/``) and its splits
+    that hold .png images; none is a one-line error."""
+    clevr = DatasetRoot.locate(root, detect_release(root)).clevr
+    splits = [s for s in spec.ALL_SPLITS if (f := clevr / "images" / s).is_dir() and any(f.glob("*.png"))]
+    if not splits:
+        raise DataError(f"{clevr / 'images'} holds no split with .png images", "unpack the CLEVR images there")
+    return clevr, splits
+
+
 def prepare_dataset(
     root: Path,
     size: tuple[int, int],
@@ -327,12 +337,8 @@ def prepare_dataset(
 
     A root holding only ``CLEVR_CoGenT_v1.0/`` is prepared as CoGenT (its trainA … testB splits).
     """
-    clevr = DatasetRoot.locate(root, detect_release(root)).clevr
-    caches: dict[str, ImageCache] = {}
-    for split in spec.ALL_SPLITS:
-        folder = clevr / "images" / split
-        if folder.is_dir() and any(folder.glob("*.png")):
-            caches[split] = build_image_cache(clevr, split, size, cache_dir=cache_dir, jobs=jobs, progress=progress)
-    if not caches:
-        raise DataError(f"{clevr / 'images'} holds no split with .png images", "unpack the CLEVR images there")
-    return caches
+    clevr, splits = splits_with_images(root)
+    return {
+        split: build_image_cache(clevr, split, size, cache_dir=cache_dir, jobs=jobs, progress=progress)
+        for split in splits
+    }

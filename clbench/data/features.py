@@ -24,16 +24,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from clbench.data import spec
 from clbench.data.cache import (
     ImageCache,
     build_image_cache,
     default_cache_dir,
     remove_stale_tmp,
     split_fingerprint,
+    splits_with_images,
     write_sidecar,
 )
-from clbench.data.clevr import DatasetRoot, detect_release
 from clbench.errors import DataError
 from clbench.film import (
     FEATURE_DTYPE,
@@ -223,26 +222,22 @@ def extract_dataset(
     progress: bool = True,
 ) -> dict[str, FeatureCache]:
     """Features of every split that has images, keyed by split (CoGenT roots too, as `data prepare` does)."""
-    clevr = DatasetRoot.locate(root, detect_release(root)).clevr
+    clevr, splits = splits_with_images(root)
     identity = weights_identity(weights)
-    out: dict[str, FeatureCache] = {}
-    for split in spec.ALL_SPLITS:
-        folder = clevr / "images" / split
-        if folder.is_dir() and any(folder.glob("*.png")):
-            out[split] = extract_features(
-                clevr,
-                split,
-                size,
-                weights,
-                device=device,
-                batch_size=batch_size,
-                cache_dir=cache_dir,
-                identity=identity,
-                progress=progress,
-            )
-    if not out:
-        raise DataError(f"{clevr / 'images'} holds no split with .png images", "unpack the CLEVR images there")
-    return out
+    return {
+        split: extract_features(
+            clevr,
+            split,
+            size,
+            weights,
+            device=device,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            identity=identity,
+            progress=progress,
+        )
+        for split in splits
+    }
 
 
 class FeatureBank:
