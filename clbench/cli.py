@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--tracking-uri")
 
+    _add_pretrain_parser(commands)
     commands.add_parser("strategies", help="list the strategies found, with their parameters")
     commands.add_parser("scenarios", help="list the scenarios found, with their parameters and experiences")
 
@@ -191,6 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
     check = data.add_parser("check", help="validate a dataset and run every program on its scene")
     check.add_argument("root", type=Path)
     return parser
+
+
+def _add_pretrain_parser(commands) -> None:
+    pretrain = commands.add_parser(
+        "pretrain", help="train a scenario's first experience once, until a target accuracy or a budget (resumable)"
+    )
+    _add_shared_run_options(pretrain)
+    pretrain.add_argument("--seed", type=int)
+    pretrain.add_argument("--out", type=Path, help="its folder: checkpoint, curve (default: pretrain/SCENARIO-PRESET)")
+    pretrain.add_argument("--target", type=float, default=0.9, help="stop at this validation accuracy (default 0.9)")
+    pretrain.add_argument("--type-target", type=float, default=0.8, help="... with every type this high (0.8)")
+    pretrain.add_argument("--budget", default="15M", help="samples at most, e.g. 15M or 400k (default 15M)")
+    pretrain.add_argument("--lr", type=float, help="peak learning rate (default: the preset's first)")
+    pretrain.add_argument("--warmup", default="200k", help="samples of linear warm-up (default 200k)")
+    pretrain.add_argument("--schedule", default="cosine", choices=["constant", "cosine", "linear"])
+    pretrain.add_argument("--eval-every", default="100k", help="samples between evaluations (default 100k)")
+    pretrain.add_argument("--eval-questions", type=int, help="a fixed subset of the validation set (default: all)")
+    pretrain.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    pretrain.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between saves (300)")
+    pretrain.add_argument("--stop-after", help="end this sitting after this many samples in all (saved; continues)")
+    pretrain.add_argument(
+        "--train-world", help="a larger generated world to train on (e.g. small-100k); validation stays the run's"
+    )
+    pretrain.add_argument("--ship", metavar="NAME", help="once finished, install the weights as shipped model NAME")
+    pretrain.add_argument("--ship-to", type=Path, help="the folder to ship into (default: the installed package's)")
 
 
 def _base_config(args: argparse.Namespace):
@@ -293,6 +319,72 @@ def _resume(args: argparse.Namespace) -> int:
         strategy_spec=meta["strategy"]["spec"],
         scenario_spec=scenario_meta["spec"],
     )
+    return 0
+
+
+def _samples(text: str, what: str) -> int:
+    """A sample count: 2000, 400k, 1.5M."""
+    scale = {"k": 1_000, "m": 1_000_000}.get(text.strip()[-1:].lower(), 1)
+    try:
+        value = float(text.strip()[:-1] if scale > 1 else text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} is not a sample count", f"write e.g. {what} 400k or 15M") from None
+    if not value >= 0 or value != value:
+        raise ConfigError(f"{what} {text} is negative", f"give {what} 0 or more samples")
+    return int(value * scale)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from clbench import pretrain
+    from clbench import scenario as scenarios
+    from clbench.checkpoints import scenario_identity
+
+    config, strategy_sets, scenario_sets = _base_config(args)
+    if strategy_sets:
+        raise ConfigError(f"pretrain takes no strategy parameters ({', '.join(strategy_sets)})", "leave them out")
+    if not args.target > 0:
+        raise ConfigError(f"--target {args.target} is not a positive accuracy", "give e.g. --target 0.9")
+    scenario = scenarios.load(args.scenario, scenario_sets)
+    budget = _samples(args.budget, "--budget")
+    if budget < 1:
+        raise ConfigError("--budget 0 trains nothing", "give a sample budget, e.g. --budget 15M")
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    schedule = pretrain.Schedule(
+        peak=args.lr if args.lr is not None else config.train.lr_of(0),
+        warmup=_samples(args.warmup, "--warmup"),
+        total=budget,
+        shape=args.schedule,
+    )
+    spec = pretrain.PretrainSpec(
+        config=config,
+        scenario=scenario_identity(scenario),
+        schedule=schedule,
+        budget=budget,
+        target=args.target,
+        type_target=args.type_target,
+        eval_every=max(1, _samples(args.eval_every, "--eval-every")),
+        eval_questions=args.eval_questions,
+        train_world=args.train_world,
+    )
+    folder = args.out or Path("pretrain") / f"{scenario.name}-{config.preset}"
+    outcome = pretrain.pretrain(
+        spec,
+        scenario,
+        folder,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment or "pretrain",
+        checkpoint_seconds=args.checkpoint_every,
+        progress_bar=not args.no_progress,
+        stop_after=_samples(args.stop_after, "--stop-after") if args.stop_after else None,
+    )
+    if args.ship and outcome.progress.finished:
+        record = pretrain.ship(args.ship, spec, scenario, folder, command=_command_line(), to=args.ship_to)
+        print(f"shipped {args.ship}: {record}", file=sys.stderr)
+    elif args.ship:
+        print(f"not shipped: the pretraining has not finished ({outcome.stopped})", file=sys.stderr)
     return 0
 
 
@@ -483,6 +575,7 @@ COMMANDS = {
     "scenarios": cmd_scenarios,
     "ui": cmd_ui,
     "data": cmd_data,
+    "pretrain": cmd_pretrain,
 }
 
 

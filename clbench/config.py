@@ -55,6 +55,9 @@ class TrainConfig:
     amp: str = "auto"  # auto: bf16 on CUDA where supported, else fp16; off on CPU. Or off|bf16|fp16.
     reuse_experience0: bool = True  # start from the cached CLEVR model when one matches (see checkpoints.py)
     compile: bool = False  # torch.compile the model's forward (pays a compile on first use; mostly for GPUs)
+    # experience 0 from a shipped model (clbench.pretrained): "auto" (the one matching the run, if any), "none"
+    # (train it here), or a shipped model's name
+    pretrained: str = "auto"
 
     def workers_on(self, device: torch.device) -> int:
         if self.num_workers is not None:
@@ -351,6 +354,8 @@ def _validate_train(train: TrainConfig) -> None:
             )
     if not train.weight_decay >= 0:
         raise ConfigError(f"train.weight_decay={train.weight_decay} is negative", "use 0 or more, e.g. 1e-5")
+    if not train.pretrained.strip():
+        raise ConfigError("train.pretrained is empty", "use auto, none or a shipped model's name")
     if train.num_workers is not None and train.num_workers < 0:
         raise ConfigError(
             f"train.num_workers={train.num_workers} is negative",

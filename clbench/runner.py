@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,18 @@ from avalanche.evaluation.metrics import (
 from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin
 
-from clbench import checkpoints, continual, cost, distributed, measures, metric_names, plots, references, tracking
+from clbench import (
+    checkpoints,
+    continual,
+    cost,
+    distributed,
+    measures,
+    metric_names,
+    plots,
+    pretrained,
+    references,
+    tracking,
+)
 from clbench.benchmark import Benchmark, BuildContext
 from clbench.config import RunConfig
 from clbench.data.features import FeatureBank
@@ -307,6 +318,7 @@ def run(
             f"scenario {scenario.name!r} announced experiences {names} but built {bench.experience_names}",
             "return the same names from experience_names() as the Parts given to assemble()",
         )
+    shipped = _shipped(config, scenario, bench, strategy, main, resume)  # refuses weights that do not fit
     if main:
         tracking.prepare_store(uri)  # after the data is known good: bad input leaves no store behind
         tracking.end_orphaned_runs(experiment)
@@ -318,6 +330,8 @@ def run(
     reuse = config.train.reuse_experience0 and takes_cache(strategy)
     run_name = run_name or tracking.run_name(strategy.name, scenario.name, scenario.params(), config.seed)
     print(f"{describe_shortcut(strategy)}.", file=sys.stderr)
+    if shipped is not None and not takes_cache(strategy):  # it trains experience 0 on the shipped weights
+        model.load_state_dict(shipped.weights)
 
     with (
         _mlflow_run(experiment, run_name, resume.run_id if resume else run_id) as run_id,
@@ -328,12 +342,16 @@ def run(
             if reuse and main:  # runs sharing experience 0 (a sweep's cells) wait here while one of them trains it
                 experience0_lock.enter_context(checkpoints.locked(f"experience0-{key}"))
             cached = distributed.from_main(lambda: checkpoints.load(key) if reuse else None)
+            if shipped is not None and takes_cache(strategy):  # the shipped model is experience 0's end
+                cached = _shipped_state(model, shipped.weights, config)
             meta = {"experiment": experiment, "run_name": run_name, "tracking_uri": uri}
             meta |= _what_to_resume(config, strategy, scenario, strategy_spec, scenario_spec, bench.inputs)
+            meta["pretrained"] = shipped.record.name if shipped is not None else None
             checkpoint = checkpoints.RunCheckpoint(run_id, meta, boundaries=[cached] if cached is not None else [])
             cache_key = key if reuse else ""
             if main:
                 _log_params(run_id, config, strategy, scenario, bench, model, device, cache_key, cached is not None)
+                tracking.log_params(run_id, _shipped_params(shipped.record if shipped is not None else None))
         else:
             checkpoint = resume.resumed_as(shortcut(strategy))
             print(f"resuming run {run_id} at {_position(resume, names)}", file=sys.stderr)
@@ -393,6 +411,77 @@ def _mlflow_run(experiment: str, run_name: str, run_id: str | None) -> Iterator[
         return
     with tracking.mlflow_run(experiment, run_name, run_id) as started:
         yield distributed.from_main(lambda: started)
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    record: pretrained.Record
+    weights: dict[str, torch.Tensor]
+
+
+def _shipped(
+    config: RunConfig,
+    scenario: Scenario,
+    bench: Benchmark,
+    strategy: Strategy,
+    main: bool,
+    resume: checkpoints.RunCheckpoint | None,
+) -> _Shipped | None:
+    """The shipped first-task model this run starts from, if one matches, said in one line either way; its weights
+    checked against today's model before anything is written.
+
+    Strategies that train experience 0 their own way (`experience0_identity`) and offline ones do not start
+    from it. One whose plugins must see training (the `training` kind) starts from the shipped weights and trains
+    experience 0's epochs on top, so its state is built from training as its contract says.
+    """
+    if strategy.offline() or strategy.experience0_identity():
+        return None
+    if resume is not None:  # a resumed run starts from what it started from, whatever is installed now
+        started = resume.meta.get("pretrained") or pretrained.NONE
+        config = replace(config, train=replace(config.train, pretrained=started))
+    record = pretrained.find(config, scenario, bench)
+    if record is None:
+        if main and resume is None and config.train.epochs_of(0) > 0:
+            print(_training_experience0(config, bench), file=sys.stderr)
+        return None
+    with torch.random.fork_rng(devices=[]):  # a model of the right shapes, drawn without touching the run's RNG
+        shapes = FiLM(bench.first_vocab_size, len(bench.answers), config.model)
+    weights = pretrained.load_weights(record, shapes)
+    if main:
+        then = "" if takes_cache(strategy) else f", then trains its {config.train.epochs_of(0)} epochs on it"
+        print(f"experience 0: the shipped model {record.describe()}{then}", file=sys.stderr)
+    return _Shipped(record, weights)
+
+
+def _shipped_state(model: FiLM, weights: dict[str, torch.Tensor], config: RunConfig) -> checkpoints.TrainingState:
+    """Experience 0's end as a shipped model gives it: its weights, a fresh optimiser, the run's seeded RNG."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
+    return checkpoints.TrainingState(weights, optimizer.state_dict(), checkpoints.rng_state())
+
+
+def _shipped_params(record: pretrained.Record | None) -> dict[str, Any]:
+    if record is None:
+        return {"experience0.pretrained": "none"}
+    return {
+        "experience0.pretrained": record.name,
+        "experience0.pretrained.accuracy": record.accuracy,
+        "experience0.seeds": "one shipped model for every seed: --seed varies the later experiences only",
+    }
+
+
+def _training_experience0(config: RunConfig, bench: Benchmark) -> str:
+    samples = config.train.epochs_of(0) * len(bench.train_datasets[0])
+    rates = [
+        r.data["provenance"]["samples"] / max(r.data["provenance"]["wall_hours"] * 3600, 1)
+        for r in pretrained.records()
+        if r.data["applies_to"]["model"] == checkpoints.model_identity(config)
+    ]
+    how_long = f" ≈ {samples / rates[0] / 60:.0f} min at the shipped model's pretraining speed" if rates else ""
+    return (
+        f"experience 0: no shipped model matches this run's scenario, data and model; it trains here: "
+        f"{config.train.epochs_of(0)} epochs × {len(bench.train_datasets[0]):,} questions = {samples:,} samples"
+        f"{how_long} (the progress bar shows its ETA; `python -m clbench pretrain` trains one to ship)"
+    )
 
 
 def _check_distributable(config: RunConfig, strategy: Strategy) -> None:
@@ -597,7 +686,8 @@ def _train(
     for group in template.optimizer.param_groups:
         group["lr"] = config.train.lr_of(i)
     if i < len(checkpoint.boundaries):  # trained before (cache or checkpoint): only its end-of-experience hooks
-        what = "replaying its end" if resumed else "reusing the cached model"
+        shipped = i == 0 and checkpoint.meta.get("pretrained")
+        what = "replaying its end" if resumed else f"starting from {shipped}" if shipped else "reusing the cached model"
         print(f"experience {i} ({name}): {what}", file=sys.stderr)
         checkpointer.restore_at_start(checkpoint.boundaries[i])
         template.train_epochs = 0

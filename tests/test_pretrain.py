@@ -1,0 +1,175 @@
+"""Pretraining resumes to the bit after a SIGKILL, and a shipped model is what a matching run starts from."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from clbench import pretrain, pretrained
+from clbench.errors import ConfigError
+
+PRETRAIN = [
+    sys.executable, "-m", "clbench", "pretrain", "--preset", "tiny", "--budget", "1200", "--warmup", "300",
+    "--eval-every", "400", "--threads", "1", "--no-progress", "--target", "2",
+]  # fmt: skip
+
+
+@pytest.fixture()
+def clbench_env(tracking_store) -> dict[str, str]:
+    """The session's isolated homes (conftest) and a store of the test's own, for the subprocesses."""
+    return os.environ | {"MLFLOW_TRACKING_URI": tracking_store}
+
+
+def _pretrain(folder: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*PRETRAIN, "--out", str(folder), *extra], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return torch.load(folder / pretrain.CHECKPOINT, weights_only=True)["model"]
+
+
+def _samples(folder: Path) -> int:
+    try:
+        return torch.load(folder / pretrain.CHECKPOINT, weights_only=True)["progress"]["samples"]
+    except (OSError, RuntimeError, EOFError):
+        return 0
+
+
+def test_pretrain_resumes_exactly_after_sigkill(tmp_path, clbench_env):
+    whole = _pretrain(tmp_path / "whole", env=clbench_env)
+    assert whole.returncode == 0, whole.stderr
+    killed = subprocess.Popen(
+        [*PRETRAIN, "--out", str(tmp_path / "killed"), "--checkpoint-every", "0"],
+        env=clbench_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while _samples(tmp_path / "killed") < 500 and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    interrupted_at = _samples(tmp_path / "killed")
+    assert 500 <= interrupted_at < 1200, f"killed at {interrupted_at} samples, not in the middle"
+    resumed = _pretrain(tmp_path / "killed", env=clbench_env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "continuing" in resumed.stderr
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed pretraining ended with other weights"
+    curve_a = torch.load(tmp_path / "whole" / pretrain.CHECKPOINT, weights_only=True)["progress"]["curve"]
+    curve_b = torch.load(tmp_path / "killed" / pretrain.CHECKPOINT, weights_only=True)["progress"]["curve"]
+    assert [p["accuracy"] for p in curve_a] == [p["accuracy"] for p in curve_b]
+    assert (tmp_path / "whole" / pretrain.CURVE_PNG).stat().st_size > 1000
+
+
+def test_a_pretraining_with_other_settings_is_not_continued(tmp_path, clbench_env):
+    first = _pretrain(tmp_path / "p", "--stop-after", "100", env=clbench_env)
+    assert first.returncode == 0, first.stderr
+    other = _pretrain(tmp_path / "p", "--lr", "0.5", env=clbench_env)
+    assert other.returncode == 2
+    assert other.stderr.strip().count("\n") == 0, other.stderr
+    assert "other settings (schedule.peak differ)" in other.stderr
+
+
+def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env):
+    shipped = tmp_path / "shipped"
+    env = clbench_env | {"CLBENCH_PRETRAINED_PATH": str(shipped)}
+    made = _pretrain(tmp_path / "p", "--ship", "tiny-test", "--ship-to", str(shipped), env=env)
+    assert made.returncode == 0, made.stderr
+    record = json.loads((shipped / "tiny-test.json").read_text())
+    assert {"command", "commit", "data_fingerprint", "samples", "wall_hours", "machine"} <= record["provenance"].keys()
+    assert 1200 <= record["provenance"]["samples"] < 1200 + 16  # the budget, to the batch
+    assert (shipped / "tiny-test.png").is_file()
+    assert record["validation"]["per_type"].keys() >= {"exist", "count"}
+
+    run = subprocess.run(
+        [sys.executable, "-m", "clbench", "run", "--preset", "tiny", "--strategy", "ewc", "--no-progress"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "experience 0: the shipped model tiny-test" in run.stderr
+    first_row = next(line for line in run.stdout.splitlines() if line.startswith("CLEVR "))
+    assert float(first_row.split()[1]) == pytest.approx(100 * record["validation"]["accuracy"], abs=0.05)
+
+    untrained = subprocess.run(
+        [sys.executable, "-m", "clbench", "run", "--preset", "tiny", "--no-progress", "--set", "model.module_dim=4"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
+    )  # fmt: skip
+    assert untrained.returncode == 0, untrained.stderr
+    assert "no shipped model matches" in untrained.stderr
+
+
+def test_weights_that_no_longer_fit_are_refused_in_one_line(tmp_path):
+    from clbench.config import preset
+    from clbench.film import FiLM
+
+    model = FiLM(40, 32, preset("tiny").model)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    pretrained.write(
+        "old",
+        tmp_path,
+        state=state,
+        applies_to={},
+        provenance={"command": "python -m clbench pretrain --preset tiny", "samples": 1},
+        validation={"accuracy": 0.5},
+        curve_png=None,
+        dtype="float32",
+    )
+    record = pretrained.Record(tmp_path / "old.json", json.loads((tmp_path / "old.json").read_text()))
+    with pytest.raises(ConfigError, match=r"old no longer fits the model code \(missing: classifier"):
+        pretrained.load_weights(record, model)
+    (tmp_path / "old.pt").write_bytes(b"not the file")
+    with pytest.raises(ConfigError, match="do not match their record"):
+        pretrained.load_weights(record, model)
+
+
+def test_schedule_warms_up_then_decays():
+    schedule = pretrain.Schedule(peak=1e-3, warmup=100, total=1100, shape="cosine", floor=0.1)
+    assert schedule.lr(0) == pytest.approx(1e-5)
+    assert schedule.lr(99) == pytest.approx(1e-3)
+    assert schedule.lr(600) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert schedule.lr(1100) == pytest.approx(1e-4)
+    assert pretrain.Schedule(1e-3, 0, 10, "constant").lr(5) == 1e-3
+
+
+def test_eta_extrapolates_a_rising_curve_and_refuses_a_flat_one():
+    point = lambda samples, accuracy: pretrain.Point(samples, 0.0, 0.0, 0.0, accuracy, {})  # noqa: E731
+    rising = [point(100, 0.5), point(1000, 0.6)]
+    assert pretrain.eta_to_target(rising, 0.7, rate=10.0) == pytest.approx((10_000 - 1000) / 10.0, rel=1e-6)
+    assert pretrain.eta_to_target([point(100, 0.6), point(1000, 0.6)], 0.7, rate=10.0) is None
+
+
+@pytest.mark.parametrize("record", pretrained.records(), ids=lambda r: r.name)
+def test_every_shipped_model_loads_and_reproduces_its_accuracy(record, clbench_env, monkeypatch):
+    """The installed package's weights still fit today's model and score what their record says on the run's own
+    validation set (the generated world, made here if needed)."""
+    from clbench import scenario as scenarios
+    from clbench.config import RunConfig, preset
+    from clbench.runner import build_benchmark, build_model
+
+    for key, value in clbench_env.items():
+        monkeypatch.setenv(key, value)
+    model_config = record.data["applies_to"]["model"]
+    base = preset(record.data["provenance"].get("preset", "small"))
+    config = RunConfig.from_dict(base.to_dict() | {"model": base.to_dict()["model"] | model_config})
+    scenario = scenarios.load(record.data["applies_to"]["scenario"]["name"], {})
+    bench = build_benchmark(config, scenario, False)
+    assert pretrained.identity(config, scenario, bench) == record.data["applies_to"]
+    model = build_model(config, bench, torch.device("cpu"))
+    model.load_state_dict(pretrained.load_weights(record, model))
+    val = pretrain.Batches(bench.test_datasets[0], 0, 256)
+    accuracy, per_type = pretrain.evaluate(model, val, bench.type_names, torch.device("cpu"))
+    assert accuracy == pytest.approx(record.accuracy, abs=1e-9)
+    assert per_type == pytest.approx(record.data["validation"]["per_type"], abs=1e-9)
+    assert os.path.getsize(record.weights) <= pretrained.MAX_BYTES
