@@ -18,10 +18,10 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from clbench import metric_names
 from clbench.config import PRESETS, EvalConfig
-from clbench.runner import run
-from clbench.strategy import available, instantiate
+from clbench.evaluation import names as metric_names
+from clbench.run.loop import run
+from clbench.strategy.contract import available, instantiate
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 from mlflow import MlflowClient
 
-from clbench import metric_names
-from clbench.sweep import parse_list
+from clbench.engines.sweep import parse_list
+from clbench.evaluation import names as metric_names
 
 EXPERIMENT = "bench-ddp"
 LOSS = "Loss_Epoch/train_phase/train_stream/Task000"

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clbench.console import quiet_libraries
+from clbench.core.console import quiet_libraries
 
 TARGET_FEATURES_BF16 = 15_000  # questions/s, one H100
 TARGET_LOADER_RATIO = 3.0
@@ -122,7 +122,7 @@ def build(row: Row, s: Shapes, device: torch.device):
     """The run's own model build (channels-last, compile, the backbone for pixels), at this row's settings."""
     from clbench.config import PRESETS
     from clbench.data.vocab import answer_vocabulary
-    from clbench.runner import build_model
+    from clbench.run.build import build_model
 
     stem = "pixels" if row.source == "raw-pixels" else "resnet101"
     model = replace(s.model, stem=stem, stem_weights="random", channels_last=row.channels_last)
@@ -140,7 +140,7 @@ def synthetic_batch(source: str, s: Shapes, batch: int, device: torch.device, se
     """A batch at the real shapes: fp16 features as the cache stores them, or uint8 pixels as the image cache does."""
     from clbench.data.inputs import FiLMInput
     from clbench.data.vocab import answer_vocabulary
-    from clbench.film import RESNET_CHANNELS, resnet_feature_size
+    from clbench.model.film import RESNET_CHANNELS, resnet_feature_size
 
     g = torch.Generator().manual_seed(seed)
     size = (s.model.image_height, s.model.image_width)
@@ -272,10 +272,10 @@ def experience(source: str, s: Shapes, folder: Path, device: torch.device):
     held on the GPU as a run holds them there (and the bank, to give the model)."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 
-    from clbench.benchmark import QuestionAnswerDataset, avalanche_dataset
     from clbench.data.cache import ImageCache
-    from clbench.data.features import FeatureBank, FeatureCache
-    from clbench.film import RESNET_CHANNELS, resnet_feature_size
+    from clbench.model.features import FeatureBank, FeatureCache
+    from clbench.model.film import RESNET_CHANNELS, resnet_feature_size
+    from clbench.scenario.assembly import QuestionAnswerDataset, avalanche_dataset
 
     rng = np.random.default_rng(0)
     images = max(1, s.loader_questions // 4)
@@ -310,7 +310,7 @@ def template(model, config, device: torch.device, amp: bool, batch: int):
     from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
-    from clbench.training import FiLMTemplate
+    from clbench.training.template import FiLMTemplate
 
     warnings.filterwarnings("ignore", message="No loggers specified")  # on purpose: timing, not logging
     return FiLMTemplate(
@@ -496,7 +496,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     quiet_libraries(debug=False)
-    from clbench.runner import resolve_device
+    from clbench.run.build import resolve_device
 
     device = resolve_device(args.device)
     if device.type != "cuda" and not args.small:

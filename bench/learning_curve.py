@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from clbench.config import PRESETS, override, validate
 from clbench.data.spec import QUESTION_TYPES
-from clbench.runner import build_benchmark, build_model, resolve_device
+from clbench.run.build import build_benchmark, build_model, resolve_device
 
 
 def evaluate(model, dataset, types: np.ndarray, device: torch.device, batch_size: int) -> dict[str, float]:

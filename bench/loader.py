@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import torch
 
-from clbench.console import quiet_libraries
+from clbench.core.console import quiet_libraries
 
 
 def loader_rate(template, experience, workers: int) -> float:
@@ -54,8 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries(debug=False)
     from clbench.config import PRESETS
-    from clbench.runner import build_benchmark, build_model, resolve_device
-    from clbench.training import FiLMTemplate
+    from clbench.run.build import build_benchmark, build_model, resolve_device
+    from clbench.training.template import FiLMTemplate
 
     base = PRESETS[args.preset]
     config = replace(base, device=args.device, data=replace(base.data, max_train_questions=args.questions))

@@ -55,10 +55,10 @@ def child(sidecar: Path, steps: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from clbench.benchmark import QuestionAnswerDataset
     from clbench.config import PRESETS
     from clbench.data.cache import ImageCache
-    from clbench.film import FiLM
+    from clbench.model.film import FiLM
+    from clbench.scenario.assembly import QuestionAnswerDataset
 
     torch.manual_seed(0)
     cache = ImageCache.open(sidecar)

@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from clbench.config import PRESETS
-from clbench.console import quiet_libraries
-from clbench.sweep import SweepSpec, parse_list, sweep
+from clbench.core.console import quiet_libraries
+from clbench.engines.sweep import SweepSpec, parse_list, sweep
 
 
 def timed_sweep(spec: SweepSpec, reuse: bool, jobs: int, home: Path) -> tuple[float, int, int]:

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from clbench import tracking
 from clbench.config import PRESETS
-from clbench.runner import build_benchmark, build_model
-from clbench.strategy import instantiate, resolve
-from clbench.training import FiLMTemplate, amp_dtype
+from clbench.report import tracking
+from clbench.run.build import build_benchmark, build_model
+from clbench.strategy.contract import instantiate, resolve
+from clbench.training.template import FiLMTemplate, amp_dtype
 
 
 def bare_loop(model, optimizer, dataset, batch_size: int, device: torch.device) -> float:
@@ -60,7 +60,7 @@ def main() -> None:
 
     config = PRESETS[args.preset]
     config = replace(config, device=args.device, data=replace(config.data, max_train_questions=args.questions))
-    from clbench.runner import resolve_device
+    from clbench.run.build import resolve_device
 
     device = resolve_device(config.device)
     scenario = build_benchmark(config, progress=False)
@@ -75,7 +75,7 @@ def main() -> None:
         from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
         from avalanche.training.plugins import EvaluationPlugin
 
-        from clbench.metrics import QuestionTypeAccuracy
+        from clbench.evaluation.metrics import QuestionTypeAccuracy
 
         with tracking.mlflow_run("bench") as run_id:
             evaluator = EvaluationPlugin(

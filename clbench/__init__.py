@@ -4,10 +4,10 @@ The public surface for users writing their own strategy is ``Strategy`` and ``re
 ``Scenario`` and ``register_scenario`` (with ``clbench.benchmark`` to assemble one).
 """
 
-from clbench.errors import ClbenchError
-from clbench.scenario import Scenario
-from clbench.scenario import register as register_scenario
-from clbench.strategy import Strategy, register
+from clbench.core.errors import ClbenchError
+from clbench.scenario.contract import Scenario
+from clbench.scenario.contract import register as register_scenario
+from clbench.strategy.contract import Strategy, register
 
 __all__ = ["ClbenchError", "Scenario", "Strategy", "register", "register_scenario"]
 __version__ = "0.1.0"

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from clbench.console import quiet_libraries
-from clbench.errors import ClbenchError, ConfigError
+from clbench.core.console import quiet_libraries
+from clbench.core.errors import ClbenchError, ConfigError
 
 EXIT_USAGE = 2
 
@@ -225,7 +225,7 @@ def _base_config(args: argparse.Namespace):
     Returns the config, the strategy's `--set` values and the scenario's (`scenario.X`, without the prefix).
     """
     from clbench import config as cfg
-    from clbench.scenario import PREFIX
+    from clbench.scenario.contract import PREFIX
 
     config = cfg.preset(args.preset)
     yaml_sets = cfg.load_yaml(args.config) if args.config is not None else {}
@@ -253,9 +253,9 @@ def _base_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from clbench import scenario as scenarios
-    from clbench.runner import run
-    from clbench.strategy import instantiate, resolve
+    from clbench.run.loop import run
+    from clbench.scenario import contract as scenarios
+    from clbench.strategy.contract import instantiate, resolve
 
     with _torchrun(args):
         if args.resume is not None:
@@ -280,7 +280,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _torchrun(args: argparse.Namespace) -> Iterator[None]:
     """Under torchrun: join the process group first (on the device asked for), and let rank 0 alone speak."""
-    from clbench import distributed
+    from clbench.training import distributed
 
     if not distributed.launched():
         yield
@@ -295,11 +295,11 @@ def _torchrun(args: argparse.Namespace) -> Iterator[None]:
 
 def _resume(args: argparse.Namespace) -> int:
     """Continue a checkpointed run: its config, strategy, experiment and store come from the checkpoint."""
-    from clbench import checkpoints, distributed
-    from clbench import scenario as scenarios
     from clbench.config import RunConfig
-    from clbench.runner import run
-    from clbench.strategy import instantiate, resolve
+    from clbench.run.loop import run
+    from clbench.scenario import contract as scenarios
+    from clbench.strategy.contract import instantiate, resolve
+    from clbench.training import checkpoints, distributed
 
     checkpoint = distributed.from_main(lambda: checkpoints.load_run(None if args.resume == "latest" else args.resume))
     meta = checkpoint.meta
@@ -337,9 +337,9 @@ def _samples(text: str, what: str) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import torch
 
-    from clbench import pretrain
-    from clbench import scenario as scenarios
-    from clbench.checkpoints import scenario_identity
+    from clbench.run import pretrain
+    from clbench.scenario import contract as scenarios
+    from clbench.training.checkpoints import scenario_identity
 
     config, strategy_sets, scenario_sets = _base_config(args)
     if strategy_sets:
@@ -389,9 +389,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from clbench import distributed
-    from clbench import scenario as scenarios
-    from clbench.sweep import Engine, SweepSpec, parse_list, sweep
+    from clbench.engines.sweep import Engine, SweepSpec, parse_list, sweep
+    from clbench.scenario import contract as scenarios
+    from clbench.training import distributed
 
     if distributed.launched():
         raise ConfigError(
@@ -443,9 +443,10 @@ def _grid_axis(item: str) -> tuple[str, tuple[str, ...]]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from clbench.paths import writable_folder
-    from clbench.report import build_report, load_sweep
-    from clbench.scenario import resolve
+    from clbench.core.paths import writable_folder
+    from clbench.report.runs import load_sweep
+    from clbench.report.summary import build_report
+    from clbench.scenario.contract import resolve
 
     scenario = resolve(args.scenario)
     writable_folder(args.out, "--out", create=False)  # before any work; build_report makes it
@@ -463,14 +464,14 @@ def _command_line() -> str:
 
 def _strategy_list(text: str) -> tuple[str, ...]:
     """`--strategies`: names or specs, comma-separated; `all` is every registered strategy."""
-    from clbench.strategy import available
-    from clbench.sweep import parse_list
+    from clbench.engines.sweep import parse_list
+    from clbench.strategy.contract import available
 
     return tuple(sorted(available())) if text.strip() == "all" else parse_list(text, str, "--strategies")
 
 
 def cmd_strategies(args: argparse.Namespace) -> int:
-    from clbench.strategy import STATE_KINDS, available, shortcut
+    from clbench.strategy.contract import STATE_KINDS, available, shortcut
 
     for name, cls in available().items():
         params = ", ".join(f"{k}={v!r}" for k, v in cls.parameters().items()) or "no parameters"
@@ -487,7 +488,7 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    from clbench.scenario import PREFIX, available
+    from clbench.scenario.contract import PREFIX, available
 
     for name, cls in available().items():
         scenario = cls()
@@ -499,7 +500,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from clbench.tracking import tracking_uri
+    from clbench.report.tracking import tracking_uri
 
     uri = tracking_uri(args.tracking_uri)
     print(f"MLflow UI on http://127.0.0.1:{args.port} over {uri} (Ctrl-C to stop)", file=sys.stderr)
@@ -536,8 +537,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _extract_features(args: argparse.Namespace) -> int:
-    from clbench.data.features import extract_dataset
-    from clbench.runner import resolve_device
+    from clbench.model.features import extract_dataset
+    from clbench.run.build import resolve_device
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} is below 1", "give 1 or more, e.g. 64")

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 import yaml
 
-from clbench.errors import ConfigError
-from clbench.film import RESNET_WEIGHTS, STEMS, ModelConfig, stem_output_size
-from clbench.registry import parse_value
+from clbench.core.errors import ConfigError
+from clbench.core.registry import parse_value
+from clbench.model.film import RESNET_WEIGHTS, STEMS, ModelConfig, stem_output_size
 
 
 @dataclass(frozen=True)

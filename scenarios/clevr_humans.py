@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clbench.benchmark import Benchmark, BuildContext, Part, assemble, cap, subsample, vocabulary
+from clbench.core.errors import ConfigError, DataError
 from clbench.data.clevr import DatasetRoot, read_clevr_questions, read_humans_questions
-from clbench.errors import ConfigError, DataError
-from clbench.scenario import Scenario
+from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, subsample, vocabulary
 
 CLEVR, HUMANS = "CLEVR", "CLEVR-Humans"
 

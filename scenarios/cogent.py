@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clbench.benchmark import Benchmark, BuildContext, Part, assemble, cap, subsample, vocabulary
+from clbench.core.errors import ConfigError, DataError
 from clbench.data.clevr import DatasetRoot, read_clevr_questions, require_split
 from clbench.data.spec import COGENT_DIRNAME
-from clbench.errors import ConfigError, DataError
-from clbench.scenario import Scenario
+from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, subsample, vocabulary
 
 A, B = "CoGenT-A", "CoGenT-B"
 POOL_SEED = 12345  # fixed: the pool/test split of valB is the same for every run

@@ -13,11 +13,10 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from clbench.benchmark import Benchmark, BuildContext, Part, assemble, cap, vocabulary
+from clbench.core.errors import ConfigError, DataError
 from clbench.data.clevr import DatasetRoot, read_clevr_questions
 from clbench.data.spec import QUESTION_TYPES
-from clbench.errors import ConfigError, DataError
-from clbench.scenario import Scenario
+from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, vocabulary
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "wh": ("query_attribute", "count"),

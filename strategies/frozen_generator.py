@@ -1,8 +1,7 @@
 """Frozen generator: the question encoder stays as CLEVR left it; only the FiLMed network adapts."""
 
 from clbench import Strategy, register
-from clbench.plugins import FreezeParameters
-from clbench.strategy import require
+from clbench.strategy import FreezeParameters, require
 
 
 @register("frozen-generator")

@@ -1,8 +1,7 @@
 """The FiLM paper's CLEVR-Humans protocol: fine-tune only the FiLM generator."""
 
 from clbench import Strategy, register
-from clbench.plugins import FreezeParameters
-from clbench.strategy import require
+from clbench.strategy import FreezeParameters, require
 
 
 @register("generator-only")

@@ -139,7 +139,7 @@ def _kill_a_cell_mid_experience(cache: Path, server: str, done: threading.Event,
     """Wait for a cell to checkpoint mid-way through its second experience, then SIGKILL its Ray worker."""
     from mlflow import MlflowClient
 
-    from clbench.tracking import PID_TAG
+    from clbench.report.tracking import PID_TAG
 
     while not done.wait(0.1):
         found = mid_experience_checkpoint(cache)

@@ -284,7 +284,7 @@ def test_the_catalogue_is_at_least_25_mistakes():
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    from clbench.errors import ClbenchError
+    from clbench.core.errors import ClbenchError
 
     with pytest.raises(ClbenchError):
         main(["--debug", "run", "--fraction", "1.5"])

@@ -13,9 +13,9 @@ from torch import nn
 from clbench.cli import main
 from clbench.config import PRESETS, RunConfig
 from clbench.data.inputs import FiLMInput
-from clbench.film import FiLM, ModelConfig, SingleSampleSafeBatchNorm1d, pixel_stem, stem_output_size
-from clbench.runner import run
-from clbench.strategy import instantiate, resolve
+from clbench.model.film import FiLM, ModelConfig, SingleSampleSafeBatchNorm1d, pixel_stem, stem_output_size
+from clbench.run.loop import run
+from clbench.strategy.contract import instantiate, resolve
 
 TINY = PRESETS["tiny"].model
 BATCH = 79  # the tiny dataset: 80 CLEVR-Humans train questions = 79 + 1, and CLEVR capped at 238 = 3 · 79 + 1

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clbench.core.errors import DataError
 from clbench.data import cache as cache_module
 from clbench.data import spec
 from clbench.data.cache import ImageCache, build_image_cache, prepare_dataset
-from clbench.errors import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real_clevr"
 SIZE = (8, 12)  # (height, width): not the source aspect, so the resize is exercised

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from clbench.core.errors import DataError
 from clbench.data import spec
 from clbench.data.check import check_dataset
-from clbench.errors import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real_clevr"
 

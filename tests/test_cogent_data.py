@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clbench.core.errors import ConfigError, DataError
 from clbench.data import spec
 from clbench.data.cache import prepare_dataset
 from clbench.data.check import check_dataset
@@ -20,7 +21,6 @@ from clbench.data.clevr import (
     read_clevr_scenes,
     require_split,
 )
-from clbench.errors import ConfigError, DataError
 from clbench.synth import (
     PRESETS,
     default_data_root,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from clbench.runner import accuracy_key
+from clbench.evaluation.metrics import accuracy_key
 
 PROCESSES = 4
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from clbench import metric_names
 from clbench.config import PRESETS, EvalConfig, RunConfig
-from clbench.runner import run
-from clbench.strategy import available
+from clbench.evaluation import names as metric_names
+from clbench.run.loop import run
+from clbench.strategy.contract import available
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_the_last_iteration_is_always_measured(config: RunConfig, tracking_store
 
 def test_eval_settings_are_checked():
     from clbench.config import validate
-    from clbench.errors import ConfigError
+    from clbench.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"eval\.every=-1"):
         validate(replace(PRESETS["tiny"], eval=EvalConfig(every=-1)))

@@ -10,11 +10,12 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from clbench import metric_names
 from clbench.config import PRESETS, RunConfig
-from clbench.film import count_parameters
-from clbench.runner import build_benchmark, build_model, run
-from clbench.strategy import instantiate, resolve
+from clbench.evaluation import names as metric_names
+from clbench.model.film import count_parameters
+from clbench.run.build import build_benchmark, build_model
+from clbench.run.loop import run
+from clbench.strategy.contract import instantiate, resolve
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import torch
 from avalanche.training.plugins import EWCPlugin, ReplayPlugin
 from mlflow import MlflowClient
 
-from clbench import checkpoints
 from clbench.config import PRESETS, RunConfig
-from clbench.runner import run
-from clbench.strategy import instantiate, resolve
+from clbench.run.loop import run
+from clbench.strategy.contract import instantiate, resolve
+from clbench.training import checkpoints
 
 
 @pytest.fixture()

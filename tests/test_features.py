@@ -21,13 +21,15 @@ from avalanche.training.plugins import SupervisedPlugin
 from mlflow import MlflowClient
 from torch.utils.data import default_collate
 
-from clbench import Strategy, checkpoints
+from clbench import Strategy
 from clbench.cli import main
 from clbench.config import PRESETS, override
-from clbench.data import features
 from clbench.data.cache import build_image_cache
-from clbench.film import RESNET_CHANNELS, normalise_pixels, pixel_statistics, resnet_backbone
-from clbench.runner import build_benchmark, build_model, run
+from clbench.model import features
+from clbench.model.film import RESNET_CHANNELS, normalise_pixels, pixel_statistics, resnet_backbone
+from clbench.run.build import build_benchmark, build_model
+from clbench.run.loop import run
+from clbench.training import checkpoints
 
 LOSS = "Loss_Epoch/train_phase/train_stream/Task000"
 SIZE = (32, 48)  # the smallest CLEVR-like frame ResNet-101 leaves with 2×3 cells
@@ -217,7 +219,7 @@ def test_missing_pretrained_weights_are_one_line_before_anything_is_written(
 
 
 def test_the_frozen_backbone_and_the_bank_are_used_not_owned_by_the_model():
-    from clbench.film import FiLM
+    from clbench.model.film import FiLM
 
     config = replace(PRESETS["tiny"].model, stem="resnet101", image_height=SIZE[0], image_width=SIZE[1])
     model = FiLM(20, 28, config)

@@ -4,7 +4,7 @@ import torch
 
 from clbench.config import PRESETS
 from clbench.data.inputs import FiLMInput
-from clbench.film import FiLM, GrowingEmbedding, ModelConfig
+from clbench.model.film import FiLM, GrowingEmbedding, ModelConfig
 
 TINY = PRESETS["tiny"].model
 

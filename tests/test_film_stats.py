@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from clbench.metrics import HISTOGRAM_BINS, NEAR_ZERO, FiLMStatistics, film_drift
+from clbench.evaluation.metrics import HISTOGRAM_BINS, NEAR_ZERO, FiLMStatistics, film_drift
 
 
 def _observe(gammas: torch.Tensor, betas: torch.Tensor, batch: int = 3, experience: int = 0, keep: int = 100):

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clbench.core.errors import DataError, ProgramError
 from clbench.data import spec
 from clbench.data.clevr import read_clevr_questions, read_humans_questions
 from clbench.data.programs import execute
 from clbench.data.vocab import UNK, Vocabulary, tokenize
-from clbench.errors import DataError, ProgramError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real_clevr"
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from clbench.locks import HOST, lease_lock
+from clbench.core.locks import HOST, lease_lock
 
 
 def _hold(path: str, log: str, seconds: float) -> None:
@@ -41,7 +41,7 @@ def test_holders_never_overlap(tmp_path):
 def test_a_killed_holder_on_this_machine_does_not_block(tmp_path):
     lock = tmp_path / "k.lock"
     code = (
-        "import time; from pathlib import Path; from clbench.locks import lease_lock\n"
+        "import time; from pathlib import Path; from clbench.core.locks import lease_lock\n"
         f"with lease_lock(Path({str(lock)!r}), 'x'):\n    print('held', flush=True); time.sleep(600)\n"
     )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

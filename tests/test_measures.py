@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clbench import measures
+from clbench.evaluation import measures
 
 NAMES = ["A", "B", "C"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from clbench.tracking import KIND_TAG, PARENT_TAG
+from clbench.report.tracking import KIND_TAG, PARENT_TAG
 from tests.services import RAY_EXPERIMENT
 
 EXPERIMENT = RAY_EXPERIMENT

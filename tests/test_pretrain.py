@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from clbench import pretrain, pretrained
-from clbench.errors import ConfigError
+from clbench.core.errors import ConfigError
+from clbench.model import pretrained
+from clbench.run import pretrain
 
 PRETRAIN = [
     sys.executable, "-m", "clbench", "pretrain", "--preset", "tiny", "--budget", "1200", "--warmup", "300",
@@ -112,7 +113,7 @@ def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env)
 
 def test_weights_that_no_longer_fit_are_refused_in_one_line(tmp_path):
     from clbench.config import preset
-    from clbench.film import FiLM
+    from clbench.model.film import FiLM
 
     model = FiLM(40, 32, preset("tiny").model)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
@@ -154,9 +155,10 @@ def test_eta_extrapolates_a_rising_curve_and_refuses_a_flat_one():
 def test_every_shipped_model_loads_and_reproduces_its_accuracy(record, clbench_env, monkeypatch):
     """The installed package's weights still fit today's model and score what their record says on the run's own
     validation set (the generated world, made here if needed)."""
-    from clbench import scenario as scenarios
     from clbench.config import RunConfig, preset
-    from clbench.runner import build_benchmark, build_model
+    from clbench.run.build import build_benchmark, build_model
+    from clbench.scenario import contract as scenarios
+    from clbench.training.checkpoints import scenario_identity
 
     for key, value in clbench_env.items():
         monkeypatch.setenv(key, value)
@@ -165,7 +167,7 @@ def test_every_shipped_model_loads_and_reproduces_its_accuracy(record, clbench_e
     config = RunConfig.from_dict(base.to_dict() | {"model": base.to_dict()["model"] | model_config})
     scenario = scenarios.load(record.data["applies_to"]["scenario"]["name"], {})
     bench = build_benchmark(config, scenario, False)
-    assert pretrained.identity(config, scenario, bench) == record.data["applies_to"]
+    assert pretrained.identity(config, scenario_identity(scenario), bench) == record.data["applies_to"]
     model = build_model(config, bench, torch.device("cpu"))
     model.load_state_dict(pretrained.load_weights(record, model))
     val = pretrain.Batches(bench.test_datasets[0], 0, 256)

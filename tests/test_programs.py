@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clbench.core.errors import ProgramError
 from clbench.data.programs import FUNCTION_NAMES, execute, function_of, question_type
 from clbench.data.spec import QUESTION_TYPES
-from clbench.errors import ProgramError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real_clevr" / "CLEVR_v1.0"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from clbench import checkpoints
 from clbench.cli import main
-from clbench.ray_engine import local_store_problem
-from clbench.tracking import KIND_TAG, PARENT_TAG
+from clbench.engines.ray import local_store_problem
+from clbench.report.tracking import KIND_TAG, PARENT_TAG
+from clbench.training import checkpoints
 from tests.services import RAY_EXPERIMENT, resumed_after
 
 

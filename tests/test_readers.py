@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clbench.core.errors import DataError
 from clbench.data import clevr, spec
 from clbench.data.clevr import (
     DatasetRoot,
@@ -18,7 +19,6 @@ from clbench.data.clevr import (
     read_clevr_scenes,
     read_humans_questions,
 )
-from clbench.errors import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "real_clevr"
 CLEVR = FIXTURE / spec.CLEVR_DIRNAME

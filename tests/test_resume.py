@@ -13,8 +13,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from clbench import checkpoints, tracking
 from clbench.cli import main
+from clbench.report import tracking
+from clbench.training import checkpoints
 
 EXPERIMENT = "resume-test"
 

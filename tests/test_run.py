@@ -14,8 +14,9 @@ from mlflow import MlflowClient
 
 from clbench.cli import main
 from clbench.config import PRESETS, RunConfig
-from clbench.runner import accuracy_key, run
-from clbench.strategy import instantiate, resolve
+from clbench.evaluation.metrics import accuracy_key
+from clbench.run.loop import run
+from clbench.strategy.contract import instantiate, resolve
 
 
 @pytest.fixture()

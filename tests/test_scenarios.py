@@ -12,12 +12,14 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from clbench import checkpoints, metric_names
 from clbench.cli import main
 from clbench.config import PRESETS, RunConfig
-from clbench.runner import build_benchmark, run
-from clbench.scenario import available, load
-from clbench.strategy import instantiate, resolve
+from clbench.evaluation import names as metric_names
+from clbench.run.build import build_benchmark
+from clbench.run.loop import run
+from clbench.scenario.contract import available, load
+from clbench.strategy.contract import instantiate, resolve
+from clbench.training import checkpoints
 from tests.cogent_fixture import write_cogent_fixture
 from tests.test_resume import _clbench, _final_weights
 
@@ -28,7 +30,7 @@ HALVES = '''
 from dataclasses import dataclass
 
 from clbench import Scenario
-from clbench.benchmark import Part, assemble, vocabulary
+from clbench.scenario.assembly import Part, assemble, vocabulary
 from clbench.data.clevr import DatasetRoot, read_clevr_questions
 
 
@@ -172,7 +174,7 @@ def test_experience0_is_shared_by_what_it_depends_on_and_nothing_else(tiny: RunC
 
 
 def test_more_epoch_values_than_experiences_is_refused_and_fewer_repeat_the_last(tiny: RunConfig, tracking_store):
-    from clbench.errors import ConfigError
+    from clbench.core.errors import ConfigError
 
     config = replace(tiny, train=replace(tiny.train, epochs=(1, 0, 0)))
     with pytest.raises(ConfigError, match="gives 3 values but the scenario has 2 experiences"):
@@ -280,7 +282,7 @@ def test_a_sweep_over_two_orders_shares_experience0_by_first_type_and_reports_or
 
 
 def test_a_scenario_whose_build_disagrees_with_its_names_is_refused(tiny: RunConfig, tracking_store, tmp_path):
-    from clbench.errors import ConfigError
+    from clbench.core.errors import ConfigError
 
     path = tmp_path / "halves.py"
     liar = "\n\nclass Liar(Halves):\n    def build(self, context):\n        bench = super().build(context)\n"

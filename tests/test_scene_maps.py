@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from clbench.config import PRESETS, validate
+from clbench.core.errors import DataError
 from clbench.data.scene_maps import CHANNELS, build_scene_maps, draw
-from clbench.errors import DataError
-from clbench.runner import build_benchmark, run
-from clbench.strategy import instantiate, resolve
+from clbench.run.build import build_benchmark
+from clbench.run.loop import run
+from clbench.strategy.contract import instantiate, resolve
 
 
 def _object(color: str, shape: str, material: str, size: str, x: float, y: float) -> dict:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from clbench.errors import ConfigError
-from clbench.strategy import Strategy, available, instantiate, resolve
+from clbench.core.errors import ConfigError
+from clbench.strategy.contract import Strategy, available, instantiate, resolve
 
 BUILT_INS = {"naive", "ewc", "replay", "frozen-generator", "generator-only"}
 
@@ -113,6 +113,6 @@ def test_third_party_entry_point_is_discovered(tmp_path: Path, monkeypatch: pyte
         assert cls.describe() == "Third-party strategy."
     finally:
         sys.modules.pop("thirdparty_cl", None)
-        from clbench.strategy import STRATEGIES
+        from clbench.strategy.contract import STRATEGIES
 
         STRATEGIES._registry.pop("third-lwf", None)

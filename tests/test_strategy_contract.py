@@ -14,10 +14,12 @@ import torch
 from avalanche.training.plugins import SupervisedPlugin
 from mlflow import MlflowClient
 
-from clbench import Strategy, checkpoints
+from clbench import Strategy
 from clbench.config import PRESETS, RunConfig
-from clbench.runner import RunResult, run
-from clbench.strategy import available, instantiate, shortcut
+from clbench.run.loop import run
+from clbench.run.result import RunResult
+from clbench.strategy.contract import available, instantiate, shortcut
+from clbench.training import checkpoints
 
 
 class CountSteps(SupervisedPlugin):
@@ -110,7 +112,7 @@ def config(tiny_root: Path) -> RunConfig:
 @pytest.fixture(autouse=True)
 def _no_final_artifacts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The property is about what training leaves (matrices, weights): skip the final figures and uploads."""
-    monkeypatch.setattr("clbench.runner._log_result", lambda *args, **kwargs: None)
+    monkeypatch.setattr("clbench.run.loop.log_result", lambda *args, **kwargs: None)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from mlflow import MlflowClient
 
 from clbench.cli import main
 from clbench.config import PRESETS
-from clbench.report import build_report, load_sweep
-from clbench.sweep import CELL_TAG, ERROR_TAG, PARENT_TAG, SweepSpec, sweep
+from clbench.engines.sweep import CELL_TAG, ERROR_TAG, PARENT_TAG, SweepSpec, sweep
+from clbench.report.runs import load_sweep
+from clbench.report.summary import build_report
 
 EXPERIMENT = "sweep-test"
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clbench.core.errors import ClbenchError, DataError
 from clbench.data.programs import execute, question_type
 from clbench.data.spec import ANSWERS, CLEVR_DIRNAME, HUMANS_DIRNAME, QUESTION_TYPES, RELATIONS
-from clbench.errors import ClbenchError, DataError
 from clbench.synth import (
     MANIFEST_NAME,
     PRESETS,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from clbench import distributed
+from clbench.training import distributed
 from tests.services import mid_experience_checkpoint
 
 EXPERIMENT = "torchrun-test"
@@ -117,8 +117,8 @@ def test_the_agreement_digest_sees_weights_optimiser_and_strategy_state():
 
 def test_a_run_on_n_processes_has_its_own_experience0_cache_entry(monkeypatch):
     """Each rank's batch-norm statistics make N processes train another experience 0 than one: never shared."""
-    from clbench import checkpoints
     from clbench.config import PRESETS
+    from clbench.training import checkpoints
 
     one = checkpoints.experience0_key(PRESETS["tiny"], "data")
     monkeypatch.setattr(distributed, "world", lambda: 2)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clbench.core.errors import DataError
 from clbench.data import spec
 from clbench.data.clevr import read_clevr_questions
 from clbench.data.vocab import (
@@ -20,7 +21,6 @@ from clbench.data.vocab import (
     program_tokens,
     tokenize,
 )
-from clbench.errors import DataError
 
 CLEVR = Path(__file__).parent / "fixtures" / "real_clevr" / spec.CLEVR_DIRNAME
 

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from clbench.core.errors import DataError
 from clbench.data import spec
 from clbench.data.clevr import DatasetRoot, detect_release
-from clbench.errors import DataError
 
 __all__ = ["FORMAT_VERSION", "ImageCache", "build_image_cache", "default_cache_dir", "fingerprint_images"]
 

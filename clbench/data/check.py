@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clbench.core.errors import ProgramError
 from clbench.data import spec
 from clbench.data.clevr import (
     DatasetRoot,
@@ -25,7 +26,6 @@ from clbench.data.clevr import (
     require_split,
 )
 from clbench.data.vocab import Vocabulary, tokenize
-from clbench.errors import ProgramError
 
 __all__ = ["CheckReport", "Mismatch", "check_dataset"]
 

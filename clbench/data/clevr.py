@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clbench.core.errors import DataError, ProgramError
 from clbench.data import spec
-from clbench.errors import DataError, ProgramError
 
 __all__ = [
     "DatasetRoot",

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from clbench.core.errors import ProgramError
 from clbench.data.spec import ATTRIBUTES, RELATIONS
-from clbench.errors import ProgramError
 
 __all__ = ["FUNCTION_NAMES", "execute", "function_of", "question_type"]
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clbench.core.errors import DataError
 from clbench.data import spec
 from clbench.data.clevr import image_path, read_clevr_scenes
-from clbench.errors import DataError
 
 FORMAT_VERSION = 1  # bump when the drawing changes: the run's data fingerprint then changes too
 CHANNELS: tuple[str, ...] = (*spec.COLORS, *spec.SHAPES, *spec.MATERIALS, *spec.SIZES)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clbench.core.errors import DataError
+from clbench.core.paths import replace_atomically
 from clbench.data import spec
-from clbench.errors import DataError
-from clbench.paths import replace_atomically
 
 __all__ = [
     "END",

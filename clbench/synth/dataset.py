@@ -22,6 +22,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from clbench.core.errors import ConfigError, DataError
+from clbench.core.paths import writable_folder
 from clbench.data.spec import (
     CLEVR_DIRNAME,
     COGENT_CONDITIONS,
@@ -30,8 +32,6 @@ from clbench.data.spec import (
     TEST_SPLITS,
     condition_of,
 )
-from clbench.errors import ConfigError, DataError
-from clbench.paths import writable_folder
 from clbench.synth.humans import HumansEngine
 from clbench.synth.presets import PRESETS, SynthPreset
 from clbench.synth.questions import FAMILY_INDEX, QuestionEngine

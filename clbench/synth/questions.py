@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
+from clbench.core.errors import ProgramError
 from clbench.data.programs import execute
 from clbench.data.spec import ATTRIBUTES, QUESTION_TYPES, RELATIONS
-from clbench.errors import ProgramError
 from clbench.synth.balance import AnswerBalancer
 from clbench.synth.presets import SynthPreset
 

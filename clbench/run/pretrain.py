@@ -1,0 +1,623 @@
+"""Pretraining: a scenario's first experience trained once, for as long as it takes, and resumable to the bit.
+
+FiLM needs millions of samples before its question grounds in the image; no run can afford that on every start,
+so the first experience is trained here once (hours on a CPU, minutes on a GPU) and shipped
+(`clbench.pretrained`). The loop is plain PyTorch rather than an Avalanche template: it is one supervised task,
+and what it needs none of Avalanche's loops gives: a learning rate scheduled by samples seen, checkpoints in the
+middle of an epoch that resume exactly (same weights as an uninterrupted run), and evaluation by sample count.
+The model, data and vocabulary are the run's own (`runner.build_benchmark`, `runner.build_model`), so what
+comes out loads into any run of the scenario.
+
+The state on disk (`<folder>/checkpoint.pt`) is written atomically at every evaluation, every
+`checkpoint_seconds`, and on SIGINT/SIGTERM; a killed pretraining loses at most that much and continues with
+the same command.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from clbench.config import RunConfig
+from clbench.core.errors import ConfigError
+from clbench.core.paths import replace_atomically
+from clbench.data.inputs import FiLMInput
+from clbench.training.checkpoints import scenario_identity
+
+CHECKPOINT = "checkpoint.pt"
+CURVE_PNG = "curve.png"
+CURVE_CSV = "curve.csv"
+SHAPES = ("constant", "cosine", "linear")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate against samples seen: a linear warm-up to `peak`, then constant, cosine or linear decay to
+    `floor` × peak at `total` samples. Warm-up is what gets CLEVR models off their early plateau."""
+
+    peak: float
+    warmup: int
+    total: int
+    shape: str = "cosine"
+    floor: float = 0.05
+
+    def lr(self, samples: int) -> float:
+        if samples < self.warmup:
+            return self.peak * (samples + 1) / self.warmup
+        if self.shape == "constant":
+            return self.peak
+        progress = min(1.0, (samples - self.warmup) / max(1, self.total - self.warmup))
+        decay = 0.5 * (1 + math.cos(math.pi * progress)) if self.shape == "cosine" else 1 - progress
+        return self.peak * (self.floor + (1 - self.floor) * decay)
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Everything that decides the pretrained weights: two pretrainings with equal specs give equal weights."""
+
+    config: RunConfig
+    scenario: dict[str, Any]  # checkpoints.scenario_identity of the scenario
+    schedule: Schedule
+    budget: int  # samples: the pretraining stops here at the latest
+    target: float  # validation accuracy at which it stops early (0 < target ≤ 1; above 1: never)
+    type_target: float = 0.0  # ... provided every question type reaches this
+    eval_every: int = 100_000  # samples between evaluations
+    eval_questions: int | None = None  # a fixed subset of the validation set while training (None: all of it)
+    # a larger generated world whose training split the first experience trains on (the run's own world gives the
+    # validation set, the vocabulary and what the weights are shipped for); None: the run's own training split
+    train_world: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint must agree on to be continued (the target and budget may change between sittings)."""
+        values = asdict(self)
+        for name in ("budget", "target", "type_target", "eval_every", "eval_questions"):
+            values.pop(name)
+        values["schedule"].pop("total")  # a longer budget stretches the decay: allowed while still warming up
+        values["config"]["device"] = None
+        return json.loads(json.dumps(values, default=str))
+
+
+@dataclass
+class Point:
+    """One evaluation on the learning curve."""
+
+    samples: int
+    seconds: float
+    lr: float
+    loss: float  # mean training loss since the previous point
+    accuracy: float
+    per_type: dict[str, float]
+
+
+@dataclass
+class Progress:
+    """Where a pretraining stands: everything besides the tensors, saved with them."""
+
+    samples: int = 0
+    epoch: int = 0
+    batch: int = 0  # batches of `epoch` done
+    seconds: float = 0.0  # training and evaluation wall time, summed over sittings
+    curve: list[Point] = field(default_factory=list)
+    run_id: str | None = None  # its MLflow run, continued by a resumed pretraining
+    finished: str | None = None  # why it stopped: "target", "budget"
+
+    def to_blob(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_blob(cls, blob: dict[str, Any]) -> Progress:
+        blob = dict(blob)
+        blob["curve"] = [Point(**p) for p in blob["curve"]]
+        return cls(**blob)
+
+
+class Batches:
+    """The training questions held as tensors, and a seeded order per epoch: batches are gathered by index, with
+    no DataLoader. Epoch e's order depends on (seed, e) alone, so a resumed pretraining meets the same batches."""
+
+    def __init__(self, dataset, seed: int, batch_size: int) -> None:
+        self.images = torch.from_numpy(np.array(dataset.images.array)).permute(0, 3, 1, 2)
+        self.rows = torch.from_numpy(np.asarray(dataset.rows))
+        self.questions = torch.from_numpy(np.asarray(dataset.questions))
+        self.lengths = torch.from_numpy(np.asarray(dataset.lengths))
+        self.types = torch.from_numpy(np.asarray(dataset.types))
+        self.answers = torch.from_numpy(np.asarray(dataset.answers))
+        self.seed, self.batch_size = seed, batch_size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def per_epoch(self) -> int:
+        return math.ceil(len(self) / self.batch_size)
+
+    def order(self, epoch: int) -> Tensor:
+        return torch.randperm(len(self), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def batch(self, index: Tensor) -> tuple[FiLMInput, Tensor]:
+        inputs = FiLMInput(self.images[self.rows[index]], self.questions[index], self.lengths[index], self.types[index])
+        return inputs, self.answers[index]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[FiLMInput, Tensor]]:
+        order = self.order(epoch)
+        for b in range(start, self.per_epoch()):
+            yield self.batch(order[b * self.batch_size : (b + 1) * self.batch_size])
+
+
+def evaluate(model, batches: Batches, type_names: tuple[str, ...], device: torch.device) -> tuple[float, dict]:
+    """Accuracy overall and per question type present, in eval mode, the model's mode restored after."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros(len(type_names))
+    total = torch.zeros(len(type_names))
+    with torch.no_grad():
+        for start in range(0, len(batches), batches.batch_size):
+            inputs, answers = batches.batch(torch.arange(start, min(start + batches.batch_size, len(batches))))
+            hits = (model(inputs.to(device)).argmax(1).cpu() == answers).float()
+            correct.index_add_(0, inputs.question_types, hits)
+            total.index_add_(0, inputs.question_types, torch.ones_like(hits))
+    model.train(was_training)
+    per_type = {type_names[i]: float(correct[i] / total[i]) for i in range(len(type_names)) if total[i] > 0}
+    return float(correct.sum() / total.sum()), per_type
+
+
+class _Stop:
+    """SIGINT/SIGTERM set a flag; the loop saves and leaves at the next batch boundary."""
+
+    def __init__(self) -> None:
+        self.asked: str | None = None
+
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def ask(signum, frame) -> None:
+            if self.asked:  # a second Ctrl-C: leave now
+                signal.default_int_handler(signum, frame)
+            self.asked = signal.Signals(signum).name
+
+        for s in previous:
+            signal.signal(s, ask)
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def checkpoint_path(folder: Path) -> Path:
+    return Path(folder) / CHECKPOINT
+
+
+def save(folder: Path, spec: PretrainSpec, progress: Progress, model, optimizer) -> Path:
+    """The whole state, atomically: tensors and plain values only (loads with `weights_only=True`)."""
+    from clbench.training.checkpoints import rng_state
+
+    blob = {
+        "spec": spec.identity(),
+        "progress": progress.to_blob(),
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+    }
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return replace_atomically(checkpoint_path(folder), lambda tmp: torch.save(blob, tmp))
+
+
+def load(folder: Path) -> dict[str, Any] | None:
+    path = checkpoint_path(folder)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which and what to do
+        raise ConfigError(
+            f"{path} is not a pretraining checkpoint this version can read ({type(exc).__name__})",
+            f"delete {path} to start over, or give another --out",
+        ) from None
+
+
+def check_continuable(blob: dict[str, Any], spec: PretrainSpec, folder: Path) -> None:
+    """A checkpoint made with other settings is never continued under these: that would be neither run."""
+    saved, wanted = blob["spec"], spec.identity()
+    if saved != wanted:
+        differ = sorted(_differences(saved, wanted))
+        raise ConfigError(
+            f"{folder} holds a pretraining with other settings ({', '.join(differ[:4])} differ)",
+            "give the same settings to continue it, or another --out to start a new one",
+        )
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            yield from _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+    elif a != b:
+        yield prefix.rstrip(".")
+
+
+def eta_to_target(curve: list[Point], target: float, rate: float) -> float | None:
+    """Seconds until the accuracy reaches `target`, extrapolating the last points' accuracy against log(samples);
+    None while the trend does not point there."""
+    recent = [p for p in curve if p.samples > 0][-4:]
+    if len(recent) < 2 or rate <= 0:
+        return None
+    x = np.log([p.samples for p in recent])
+    y = np.array([p.accuracy for p in recent])
+    slope, intercept = np.polyfit(x, y, 1)
+    exponent = (target - intercept) / slope if slope > 1e-9 else math.inf
+    if exponent > math.log(1e12):  # flat or falling, or a trillion samples away: no estimate
+        return None
+    needed = math.exp(exponent)
+    return max(0.0, (needed - recent[-1].samples) / rate)
+
+
+def describe_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def reached(point: Point, spec: PretrainSpec) -> bool:
+    types_ok = all(v >= spec.type_target for v in point.per_type.values())
+    return point.accuracy >= spec.target and types_ok
+
+
+def draw_curve(curve: list[Point], path: Path, *, target: float, title: str) -> None:
+    """Validation accuracy overall and per question type against samples seen (millions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    millions = [p.samples / 1e6 for p in curve]
+    axis.plot(millions, [100 * p.accuracy for p in curve], color="black", linewidth=2.2, label="all")
+    for name in curve[-1].per_type if curve else ():
+        axis.plot(millions, [100 * p.per_type.get(name, float("nan")) for p in curve], linewidth=1.2, label=name)
+    if 0 < target <= 1:
+        axis.axhline(100 * target, color="gray", linestyle="--", linewidth=1, label=f"target {100 * target:.0f} %")
+    axis.set_xlabel("training samples (millions)")
+    axis.set_ylabel("validation accuracy (%)")
+    axis.set_ylim(0, 100)
+    axis.grid(alpha=0.3)
+    axis.set_title(title, fontsize=10)
+    axis.legend(fontsize=8, loc="lower right", ncol=2)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    replace_atomically(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def write_curve_csv(curve: list[Point], path: Path) -> None:
+    import pandas as pd
+
+    rows = [{k: v for k, v in asdict(p).items() if k != "per_type"} | p.per_type for p in curve]
+    replace_atomically(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.5g"))
+
+
+def stderr_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Outcome:
+    """What a sitting of `pretrain` ended with."""
+
+    folder: Path
+    progress: Progress
+    stopped: str  # "target", "budget", or the signal that asked it to stop
+
+    @property
+    def last(self) -> Point | None:
+        return self.progress.curve[-1] if self.progress.curve else None
+
+
+def pretrain(
+    spec: PretrainSpec,
+    scenario,
+    folder: Path,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = "pretrain",
+    checkpoint_seconds: float = 300.0,
+    progress_bar: bool = True,
+    stop_after: int | None = None,
+) -> Outcome:
+    """Train the scenario's first experience from `folder`'s checkpoint (or from scratch) until the target or the
+    budget; evaluate every `spec.eval_every` samples; log the curve to MLflow and draw it beside the checkpoint.
+
+    `stop_after` ends this sitting (saved, not finished) after that many samples in all: what a test or a
+    machine with a deadline uses; a later call continues.
+    """
+    from clbench.report import tracking
+
+    blob = load(folder)
+    if blob is not None:
+        check_continuable(blob, spec, folder)
+    progress = Progress.from_blob(blob["progress"]) if blob is not None else Progress()
+    if progress.finished:
+        stderr_line(f"{folder} finished already ({progress.finished}); nothing to do")
+        return Outcome(folder, progress, progress.finished)
+    sitting = _Sitting.build(spec, scenario, folder, progress, blob, progress_bar)
+    sitting.save_every = checkpoint_seconds
+    uri = tracking.tracking_uri(tracking_uri)
+    tracking.configure(uri)
+    tracking.prepare_store(uri)
+    name = f"pretrain · {spec.scenario.get('name', '?')} · {spec.config.preset}"
+    stop = _Stop()
+    with tracking.mlflow_run(experiment, name, progress.run_id) as run_id, stop.handling():
+        if progress.run_id is None:
+            progress.run_id = run_id
+            log_params(run_id, spec, sitting.bench, folder)
+        stopped = sitting.run(stop, stop_after, _bar(spec, progress, progress_bar))
+    stderr_line(f"pretrain: {_last_words(progress)} — stopped: {stopped}; state in {checkpoint_path(folder)}")
+    return Outcome(folder, progress, stopped)
+
+
+@dataclass
+class _Sitting:
+    """One sitting of a pretraining: the model and data in memory, stepping, evaluating and saving."""
+
+    spec: PretrainSpec
+    folder: Path
+    bench: Any
+    train: Batches
+    val: Batches
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    progress: Progress
+    save_every: float = 300.0
+    losses: list[float] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, spec, scenario, folder: Path, progress: Progress, blob, progress_bar: bool) -> _Sitting:
+        """The run's benchmark and model (so the weights fit the run), restored from `blob` where there is one."""
+        from clbench.run.build import build_benchmark, build_model, resolve_device
+        from clbench.training.checkpoints import set_rng_state
+
+        config = spec.config
+        device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        bench = build_benchmark(config, scenario, progress_bar)
+        train = Batches(_training_split(spec, scenario, bench, progress_bar), config.seed, config.train.batch_size)
+        val = _validation(bench, spec, config.train.eval_batch_size)
+        torch.manual_seed(config.seed)
+        model = build_model(config, bench, device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=spec.schedule.peak, weight_decay=config.train.weight_decay)
+        if blob is not None:
+            model.load_state_dict(blob["model"])
+            optimizer.load_state_dict(blob["optimizer"])
+            set_rng_state(blob["rng"])
+            stderr_line(f"pretrain: continuing {folder} at {progress.samples:,} samples ({_last_words(progress)})")
+        model.train()
+        return cls(spec, folder, bench, train, val, model, optimizer, device, progress)
+
+    def run(self, stop: _Stop, stop_after: int | None, bar) -> str:
+        """Batches until the target, the budget, a signal or `stop_after`; saved at every evaluation, every
+        `save_every` seconds and when it stops."""
+        progress, last_save = self.progress, time.monotonic()
+        try:
+            while True:
+                for inputs, answers in self.train.epoch(progress.epoch, progress.batch):
+                    evaluated = self.step(inputs, answers, bar)
+                    stopped = progress.finished or stop.asked
+                    if stopped is None and stop_after is not None and progress.samples >= stop_after:
+                        stopped = "stop_after"
+                    if stopped or evaluated or time.monotonic() - last_save >= self.save_every:
+                        save(self.folder, self.spec, progress, self.model, self.optimizer)
+                        last_save = time.monotonic()
+                    if stopped:
+                        return stopped
+                progress.epoch, progress.batch = progress.epoch + 1, 0
+        finally:
+            bar.close()
+
+    def step(self, inputs: FiLMInput, answers: Tensor, bar) -> bool:
+        """One optimiser step at the scheduled learning rate, and an evaluation when it crosses `eval_every` or ends
+        the budget (True then). Wall time counts training and evaluation, not saving; a point holds the time
+        its evaluation began."""
+        began, progress, spec = time.monotonic(), self.progress, self.spec
+        lr = spec.schedule.lr(progress.samples)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = torch.nn.functional.cross_entropy(self.model(inputs.to(self.device)), answers.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.losses.append(float(loss.detach()))
+        before = progress.samples
+        progress.samples += len(answers)
+        progress.batch += 1
+        bar.update(len(answers))
+        progress.seconds += time.monotonic() - began
+        due = progress.samples // spec.eval_every > before // spec.eval_every or progress.samples >= spec.budget
+        if due:
+            began = time.monotonic()
+            point = _evaluate_point(self.model, self.val, self.bench, self.device, lr, self.losses, progress)
+            self.losses = []
+            _record(progress.run_id, point, progress, spec, self.folder)
+            bar.set_postfix_str(_postfix(point, spec, progress), refresh=True)
+            bar.write(f"pretrain: {_point_line(point)}", file=sys.stderr)
+            if reached(point, spec):
+                progress.finished = "target"
+            elif progress.samples >= spec.budget:
+                progress.finished = "budget"
+            progress.seconds += time.monotonic() - began
+        return due
+
+
+def _training_split(spec: PretrainSpec, scenario, bench, progress_bar: bool):
+    """The first experience's questions: the run's own, or those of `spec.train_world`, encoded with the same
+    vocabulary (checked: the weights must read the run's tokens)."""
+    if spec.train_world is None:
+        return bench.train_datasets[0]
+    from dataclasses import replace
+
+    from clbench.run.build import build_benchmark
+
+    if spec.config.data.root is not None:
+        raise ConfigError("--train-world enlarges the generated world", "leave out --data, or --train-world")
+    config = replace(spec.config, data=replace(spec.config.data, synth_preset=spec.train_world))
+    larger = build_benchmark(config, scenario, progress_bar)
+    first = bench.first_vocab_size
+    if larger.vocab.idx_to_token[:first] != bench.vocab.idx_to_token[:first] or larger.first_vocab_size != first:
+        raise ConfigError(
+            f"the {spec.train_world} world's first experience has another vocabulary than the run's",
+            "pretrain on a world of the same generator settings (only the number of training images may differ)",
+        )
+    return larger.train_datasets[0]
+
+
+def _validation(bench, spec: PretrainSpec, batch_size: int) -> Batches:
+    val = Batches(bench.test_datasets[0], 0, batch_size)
+    if spec.eval_questions is not None and spec.eval_questions < len(val):
+        keep = torch.randperm(len(val), generator=torch.Generator().manual_seed(12345))[: spec.eval_questions]
+        keep = keep.sort().values
+        val.rows, val.questions, val.lengths = val.rows[keep], val.questions[keep], val.lengths[keep]
+        val.types, val.answers = val.types[keep], val.answers[keep]
+    return val
+
+
+def _evaluate_point(model, val: Batches, bench, device, lr: float, losses: list[float], progress: Progress) -> Point:
+    accuracy, per_type = evaluate(model, val, bench.type_names, device)
+    loss = float(np.mean(losses)) if losses else float("nan")
+    point = Point(progress.samples, round(progress.seconds, 1), lr, loss, accuracy, per_type)
+    progress.curve.append(point)
+    return point
+
+
+def _record(run_id: str, point: Point, progress: Progress, spec: PretrainSpec, folder: Path) -> None:
+    """The point in MLflow (step: samples seen), the curve's PNG and CSV beside the checkpoint and as artifacts."""
+    import mlflow
+
+    metrics = {"val_accuracy": point.accuracy, "train_loss": point.loss, "lr": point.lr, "hours": point.seconds / 3600}
+    metrics |= {f"val_accuracy/{name}": value for name, value in point.per_type.items()}
+    client = mlflow.MlflowClient()
+    timestamp = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[mlflow.entities.Metric(k, float(v), timestamp, point.samples) for k, v in metrics.items()],
+    )
+    title = f"pretraining {spec.scenario.get('name', '')} ({spec.config.preset}): {point.samples / 1e6:.2f}M samples"
+    draw_curve(progress.curve, folder / CURVE_PNG, target=spec.target, title=title)
+    write_curve_csv(progress.curve, folder / CURVE_CSV)
+    if len(progress.curve) % 10 == 1 or point.samples >= spec.budget or reached(point, spec):
+        client.log_artifact(run_id, str(folder / CURVE_PNG))
+        client.log_artifact(run_id, str(folder / CURVE_CSV))
+
+
+def log_params(run_id: str, spec: PretrainSpec, bench, folder: Path) -> None:
+    import mlflow
+
+    from clbench.report.tracking import flatten
+
+    params = flatten({"config": spec.config.to_dict(), "schedule": asdict(spec.schedule)})
+    params |= {
+        "scenario": json.dumps(spec.scenario, sort_keys=True),
+        "budget": spec.budget,
+        "target": spec.target,
+        "type_target": spec.type_target,
+        "data.fingerprint": bench.fingerprint,
+        "folder": str(folder),
+        "train_questions": len(bench.train_datasets[0]),
+    }
+    mlflow.MlflowClient().log_batch(run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items()])
+
+
+def _bar(spec: PretrainSpec, progress: Progress, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=spec.budget,
+        initial=progress.samples,
+        unit="q",
+        unit_scale=True,
+        desc="pretrain",
+        disable=not enabled or None,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.05,
+    )
+
+
+def _postfix(point: Point, spec: PretrainSpec, progress: Progress) -> str:
+    rate = point.samples / max(point.seconds, 1e-9)
+    weakest = min(point.per_type.items(), key=lambda kv: kv[1]) if point.per_type else ("-", float("nan"))
+    eta = eta_to_target(progress.curve, spec.target, rate) if 0 < spec.target <= 1 else None
+    return (
+        f"val {100 * point.accuracy:.1f} % (weakest {weakest[0]} {100 * weakest[1]:.0f} %) · loss {point.loss:.3f}"
+        f" · lr {point.lr:.1e} · to {100 * spec.target:.0f} %: ≈ {describe_eta(eta)}"
+    )
+
+
+def _point_line(point: Point) -> str:
+    """One evaluation as a log line: what a pretraining in the background leaves to read."""
+    types = ", ".join(f"{name} {100 * value:.1f}" for name, value in point.per_type.items())
+    rate = point.samples / max(point.seconds, 1e-9)
+    return (
+        f"{point.samples / 1e6:.2f}M samples, {point.seconds / 3600:.2f} h ({rate:.0f} q/s): val "
+        f"{100 * point.accuracy:.1f} % ({types}), loss {point.loss:.3f}, lr {point.lr:.2e}"
+    )
+
+
+def _last_words(progress: Progress) -> str:
+    last = progress.curve[-1] if progress.curve else None
+    where = f"{progress.samples / 1e6:.2f}M samples, {progress.seconds / 3600:.2f} h"
+    return f"{where}, val {100 * last.accuracy:.1f} %" if last else where
+
+
+def ship(name: str, spec: PretrainSpec, scenario, folder: Path, *, command: str, to: Path | None = None) -> Path:
+    """Install a finished pretraining's weights as shipped model `name` (`clbench.pretrained`): the weights as
+    shipped (float16 where float32 would pass 5 MB) are evaluated on the run's own validation set, and that is the
+    accuracy the record states and a test reproduces."""
+    from clbench.model import pretrained
+    from clbench.run.build import build_benchmark, build_model
+
+    blob = load(folder)
+    if blob is None or not blob["progress"].get("finished"):
+        raise ConfigError(f"{folder} holds no finished pretraining", "let `pretrain` reach its target or budget first")
+    check_continuable(blob, spec, folder)
+    progress = Progress.from_blob(blob["progress"])
+    config = spec.config
+    bench = build_benchmark(config, scenario, False)
+    model = build_model(config, bench, torch.device("cpu"))
+    state, dtype = pretrained.compact(blob["model"])
+    model.load_state_dict({k: v.to(blob["model"][k].dtype) for k, v in state.items()})
+    val = Batches(bench.test_datasets[0], 0, config.train.eval_batch_size)
+    accuracy, per_type = evaluate(model, val, bench.type_names, torch.device("cpu"))
+    provenance = {
+        "command": command,
+        "data_fingerprint": bench.fingerprint,
+        "train_world": spec.train_world or config.data.synth_preset,
+        "train_questions": len(_training_split(spec, scenario, bench, False)),
+        "samples": progress.samples,
+        "wall_hours": round(progress.seconds / 3600, 3),
+        "machine": pretrained.machine(),
+        "schedule": asdict(spec.schedule),
+        "batch_size": config.train.batch_size,
+        "seed": config.seed,
+        "stopped": progress.finished,
+    }
+    return pretrained.write(
+        name,
+        to or pretrained.FOLDER,
+        state=state,
+        applies_to=pretrained.identity(config, scenario_identity(scenario), bench),
+        provenance=provenance,
+        validation={"accuracy": accuracy, "per_type": per_type, "questions": len(val)},
+        curve_png=folder / CURVE_PNG,
+        dtype=dtype,
+    )

@@ -1,0 +1,96 @@
+"""The scenario plugin contract, the twin of the strategy contract: which questions make which experience.
+
+A scenario is a small dataclass: its fields are its parameters (`--set scenario.<field>=value`, MLflow params
+`scenario.<field>`). It names its experiences before any data is read (so a wrong `--epochs` count costs one
+line), says which generated world serves as its embedded default, and builds a `clbench.benchmark.Benchmark`
+from a dataset root. It is found by name, `file.py:Class` or `module:Class` through the `clbench.scenarios`
+entry points, the same door the built-ins use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from clbench.core.errors import ConfigError
+from clbench.core.registry import Plugin, PluginKind
+
+if TYPE_CHECKING:  # importing clbench must stay light: the benchmark module pulls in torch and Avalanche
+    from clbench.scenario.assembly import Benchmark, BuildContext
+
+ENTRY_POINT_GROUP = "clbench.scenarios"
+DEFAULT = "clevr-humans"
+PREFIX = "scenario."  # how its parameters appear in --set, --grid and MLflow params
+
+
+@dataclass
+class Scenario(Plugin):
+    """Base class of every scenario.
+
+    Subclasses are dataclasses whose fields are their parameters, with defaults. They implement
+    `experience_names` and `build`, and may override `validate` and `experience0_identity`.
+    """
+
+    world: ClassVar[str] = "clevr"  # the generated world used when no --data is given: "clevr" or "cogent"
+    # Parameters that change only later experiences: runs differing in them share the cached experience 0.
+    later_only: ClassVar[tuple[str, ...]] = ()
+    # Reference accuracies after the last experience (label → test name → accuracy), drawn in reports.
+    references: ClassVar[dict[str, dict[str, float]]] = {}
+
+    def experience_names(self) -> tuple[str, ...]:
+        """The training experiences, in order; known before any data is read."""
+        raise NotImplementedError
+
+    def build(self, context: BuildContext) -> Benchmark:
+        """Read the data under `context.root` and assemble the benchmark (see `clbench.benchmark.assemble`)."""
+        raise NotImplementedError
+
+    def experience0_identity(self) -> dict[str, Any]:
+        """What the first experience depends on, beside the data, model and training settings (its cache key)."""
+        return {k: v for k, v in self.params().items() if k not in self.later_only}
+
+
+_NAME = re.compile(r"^[\w\-. :/]+$")  # what MLflow allows in the metric names experiences appear in
+
+
+def experience_names(scenario: Scenario) -> tuple[str, ...]:
+    """The scenario's experience names, checked: at least one, distinct, and usable in MLflow metric names."""
+    names = tuple(scenario.experience_names())
+    if not names:
+        raise ConfigError(f"scenario {scenario.name!r} has no experiences", "return at least one name")
+    for name in names:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(
+                f"scenario {scenario.name!r} names an experience {name!r}",
+                "use letters, digits, spaces and _ - . : / only (MLflow metric names)",
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"scenario {scenario.name!r} repeats an experience name: {names}", "name each one once")
+    return names
+
+
+SCENARIOS: PluginKind[Scenario] = PluginKind(Scenario, "scenario", ENTRY_POINT_GROUP)
+
+
+def register(name: str) -> Callable[[type[Scenario]], type[Scenario]]:
+    """Class decorator: makes a Scenario dataclass known under `name`."""
+    return SCENARIOS.register(name)
+
+
+def available() -> dict[str, type[Scenario]]:
+    return SCENARIOS.available()
+
+
+def resolve(spec: str) -> type[Scenario]:
+    return SCENARIOS.resolve(spec)
+
+
+def instantiate(cls: type[Scenario], overrides: Mapping[str, Any]) -> Scenario:
+    return SCENARIOS.instantiate(cls, overrides, prefix=PREFIX)
+
+
+def load(spec: str, overrides: Mapping[str, Any] | None = None) -> Scenario:
+    """`--scenario SPEC` with its `--set scenario.X=...` values (keys without the prefix)."""
+    return instantiate(resolve(spec), overrides or {})

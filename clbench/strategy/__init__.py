@@ -1,0 +1,39 @@
+"""The strategy contract and its helpers: the door for strategy authors."""
+
+from clbench.strategy.contract import (
+    STATE_KINDS,
+    STRATEGIES,
+    Strategy,
+    available,
+    describe_shortcut,
+    instantiate,
+    parse_value,
+    register,
+    require,
+    require_buffer,
+    require_non_negative,
+    require_positive,
+    resolve,
+    shortcut,
+    takes_cache,
+)
+from clbench.strategy.freezing import FreezeParameters
+
+__all__ = [
+    "STATE_KINDS",
+    "STRATEGIES",
+    "FreezeParameters",
+    "Strategy",
+    "available",
+    "describe_shortcut",
+    "instantiate",
+    "parse_value",
+    "register",
+    "require",
+    "require_buffer",
+    "require_non_negative",
+    "require_positive",
+    "resolve",
+    "shortcut",
+    "takes_cache",
+]
