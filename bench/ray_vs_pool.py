@@ -23,7 +23,8 @@ from pathlib import Path
 from clbench.config import PRESETS
 from clbench.config import override as override_config
 from clbench.core.console import quiet_libraries
-from clbench.engines.sweep import Engine, SweepSpec, parse_list, sweep
+from clbench.engines.pool import Engine
+from clbench.engines.sweep import SweepSpec, parse_list, sweep
 
 
 def timed(spec: SweepSpec, engine: str, jobs: int, home: Path, attempt: int) -> tuple[float, list[float], int]:

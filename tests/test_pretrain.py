@@ -15,7 +15,7 @@ import torch
 
 from clbench.core.errors import ConfigError
 from clbench.model import pretrained
-from clbench.run import pretrain
+from clbench.training import pretraining as pretrain
 
 PRETRAIN = [
     sys.executable, "-m", "clbench", "pretrain", "--preset", "tiny", "--budget", "1200", "--warmup", "300",

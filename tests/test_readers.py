@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clbench.core.errors import DataError
-from clbench.data import clevr, spec
+from clbench.data import json_stream, spec
 from clbench.data.clevr import (
     DatasetRoot,
     QuestionRecord,
@@ -266,7 +266,7 @@ def test_streaming_matches_json_load_across_chunk_boundaries(
     data["info"]["count"] = -12345.5e-3  # a number and literals the chunk edge can cut
     data["info"]["flags"] = [True, False, None, "caf\u00e9 \\ \u2603"]
     path.write_text(json.dumps(data, indent=indent, ensure_ascii=chunk == 7))
-    monkeypatch.setattr(clevr, "CHUNK_CHARS", chunk)
+    monkeypatch.setattr(json_stream, "CHUNK_CHARS", chunk)
     assert path.stat().st_size > chunk
     assert _as_read(read_clevr_questions(copy / spec.CLEVR_DIRNAME, "train")) == _as_loaded(path)
     assert list(iter_json_array(path, "questions")) == data["questions"]
@@ -279,7 +279,7 @@ def test_streaming_a_file_larger_than_one_chunk(copy: Path) -> None:
     for k, q in enumerate(data["questions"]):
         q["question_index"] = k
     path.write_text(json.dumps(data))
-    assert path.stat().st_size > clevr.CHUNK_CHARS
+    assert path.stat().st_size > json_stream.CHUNK_CHARS
     records = read_clevr_questions(copy / spec.CLEVR_DIRNAME, "train")
     assert _as_read(records) == _as_loaded(path)
     assert records[-1].question_index == len(data["questions"]) - 1
@@ -294,4 +294,4 @@ def test_truncated_large_file_reports_a_byte_offset_past_the_first_chunk(copy: P
     with pytest.raises(DataError) as err:
         read_clevr_questions(copy / spec.CLEVR_DIRNAME, "train")
     byte = int(str(err.value).split("byte ")[1].split()[0])
-    assert clevr.CHUNK_CHARS < byte <= len(text) - 5000
+    assert json_stream.CHUNK_CHARS < byte <= len(text) - 5000

@@ -259,40 +259,46 @@ def build_image_cache(
     sidecar = cache_dir / f"{name}.json"
     data_path = cache_dir / f"{name}.npy"
 
+    shape = (len(files), height, width, 3)
     if sidecar.exists():
         try:
             cache = ImageCache.open(sidecar)
-            if cache.fingerprint == fingerprint and cache.shape == (len(files), height, width, 3):
+            if cache.fingerprint == fingerprint and cache.shape == shape:
                 return cache
         except DataError:
             pass
         sidecar.unlink(missing_ok=True)  # invalid: un-mark it before touching the data
 
     remove_stale_tmp(cache_dir, name)
-    shape = (len(files), height, width, 3)
     tmp_data = cache_dir / f"{name}.npy.tmp-{os.getpid()}"
     names = [n for n, _ in files]
     try:
         np.lib.format.open_memmap(tmp_data, mode="w+", dtype=np.uint8, shape=shape).flush()
-        jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
-        chunk = max(1, min(256, math.ceil(len(names) / (jobs * 8))))
-        tasks = [
-            (str(tmp_data), s, names[s : s + chunk], str(folder), (height, width)) for s in range(0, len(names), chunk)
-        ]
-        jobs = min(jobs, len(tasks))
-        with tqdm(total=len(names), unit="img", desc=f"caching {split} images", disable=not progress or None) as bar:
-            if jobs == 1:
-                results: Any = map(_decode_rows, tasks)
-                _collect(results, bar)
-            else:
-                with _pool_context().Pool(jobs) as pool:
-                    _collect(pool.imap_unordered(_decode_rows, tasks), bar)
+        _decode_into(tmp_data, names, folder, (height, width), jobs, f"caching {split} images", progress)
         os.replace(tmp_data, data_path)
         write_sidecar(sidecar, fingerprint, split, shape, names)
     finally:
         with contextlib.suppress(OSError):
             tmp_data.unlink(missing_ok=True)
     return ImageCache.open(sidecar)
+
+
+def _decode_into(
+    data: Path, names: list[str], folder: Path, size: tuple[int, int], jobs: int | None, what: str, progress: bool
+) -> None:
+    """Decode the images into the rows of the memmap at `data`: `jobs` worker processes (default: one per CPU),
+    each taking chunks of rows."""
+    jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+    chunk = max(1, min(256, math.ceil(len(names) / (jobs * 8))))
+    tasks = [(str(data), s, names[s : s + chunk], str(folder), size) for s in range(0, len(names), chunk)]
+    jobs = min(jobs, len(tasks))
+    with tqdm(total=len(names), unit="img", desc=what, disable=not progress or None) as bar:
+        if jobs == 1:
+            results: Any = map(_decode_rows, tasks)
+            _collect(results, bar)
+        else:
+            with _pool_context().Pool(jobs) as pool:
+                _collect(pool.imap_unordered(_decode_rows, tasks), bar)
 
 
 def write_sidecar(

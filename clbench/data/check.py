@@ -112,16 +112,29 @@ def _type_counts(records: list[QuestionRecord]) -> dict[str, int]:
     return row
 
 
+@dataclass
+class _Tally:
+    """What checking the splits one after another adds up."""
+
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    answers_by_type: dict[str, Counter[str]] = field(default_factory=dict)
+    train_tokens: list[list[str]] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    condition_share: dict[str, float] = field(default_factory=dict)
+    scene_counts: dict[str, int] = field(default_factory=dict)
+    executed: int = 0
+    agreed: int = 0
+    mismatch_count: int = 0
+
+
 def check_dataset(path: Path, *, clevr_dirname: str | None = None) -> CheckReport:
     """Validate a dataset root (or a lone ``CLEVR_v1.0/``) through the readers and execute every program.
 
     ``clevr_dirname`` names the release to read; by default a root holding ``CLEVR_CoGenT_v1.0/`` and no
     ``CLEVR_v1.0/`` is read as CoGenT, which must have trainA, valA and valB. Malformed files raise
-    :class:`clbench.errors.DataError` from the readers; disagreements between programs and answers, and
+    :class:`clbench.core.errors.DataError` from the readers; disagreements between programs and answers, and
     scenes outside their condition, do not raise: they are counted in the report.
     """
-    from clbench.data.programs import execute  # imported here: the executor is the heaviest check
-
     clevr_dirname = clevr_dirname or detect_release(path)
     root = DatasetRoot.locate(path, clevr_dirname)
     cogent = clevr_dirname == spec.COGENT_DIRNAME
@@ -131,78 +144,80 @@ def check_dataset(path: Path, *, clevr_dirname: str | None = None) -> CheckRepor
             require_split(root.clevr, split)
     else:
         splits, label, train, val = spec.SPLITS, "CLEVR", "train", "val"
-    rows: dict[str, dict[str, int]] = {}
-    answers_by_type: dict[str, Counter[str]] = {}
-    clevr_train_tokens: list[list[str]] = []
-    report_mismatches: list[Mismatch] = []
-    condition_share: dict[str, float] = {}
-    scene_counts: dict[str, int] = {}
-    executed = agreed = mismatch_count = 0
-
+    tally = _Tally()
     for split in splits:
-        if not (root.clevr / "questions" / f"CLEVR_{split}_questions.json").is_file():
-            continue
-        records = read_clevr_questions(root.clevr, split)
-        rows[f"{label} {split}"] = _type_counts(records)
-        scenes_file = root.clevr / "scenes" / f"CLEVR_{split}_scenes.json"
-        scenes = read_clevr_scenes(root.clevr, split) if scenes_file.is_file() else None
-        if cogent and scenes is not None and (condition := spec.condition_of(split)):
-            condition_share[split] = sum(spec.obeys(s["objects"], condition) for s in scenes) / len(scenes)
-            scene_counts[split] = len(scenes)
-        if split == train or (split == val and not clevr_train_tokens):
-            clevr_train_tokens = [tokenize(r.question) for r in records]
-        for record in records:
-            if record.answer is not None and record.question_type is not None:
-                answers_by_type.setdefault(record.question_type, Counter())[record.answer] += 1
-            if record.program is None or scenes is None or record.answer is None:
-                continue
-            if not 0 <= record.image_index < len(scenes):
-                got = f"error: image_index {record.image_index} has no scene"
-            else:
-                try:
-                    got = execute(record.program, scenes[record.image_index])
-                except ProgramError as err:
-                    got = f"error: {err.problem}"
-            executed += 1
-            if got == record.answer:
-                agreed += 1
-                continue
-            mismatch_count += 1
-            if len(report_mismatches) < MAX_MISMATCHES:
-                report_mismatches.append(Mismatch(split, record.question_index, record.question, record.answer, got))
-
-    question_vocab = Vocabulary.build(clevr_train_tokens)
-    grown: int | None = None
-    if root.humans is not None:
-        humans_train_tokens: list[list[str]] = []
-        for split in spec.SPLITS:
-            if not (root.humans / f"CLEVR-Humans-{split}.json").is_file():
-                continue
-            records = read_humans_questions(root.humans, split, clevr_dir=root.clevr)
-            rows[f"Humans {split}"] = _type_counts(records)
-            if split == "train":
-                humans_train_tokens = [tokenize(r.question) for r in records]
-        grown = len(Vocabulary.build(humans_train_tokens, min_count=HUMANS_MIN_COUNT, base=question_vocab))
-
-    counts = pd.DataFrame.from_dict(rows, orient="index").fillna(0).astype(int)
+        if (root.clevr / "questions" / f"CLEVR_{split}_questions.json").is_file():
+            records = _check_split(tally, root, split, label, cogent)
+            if split == train or (split == val and not tally.train_tokens):  # the vocabulary: train's words
+                tally.train_tokens = [tokenize(r.question) for r in records]
+    question_vocab = Vocabulary.build(tally.train_tokens)
+    grown = _grown_vocab_size(root, question_vocab, tally) if root.humans is not None else None
+    counts = pd.DataFrame.from_dict(tally.rows, orient="index").fillna(0).astype(int)
     if not counts.empty and not counts[NO_PROGRAM].any():
         counts = counts.drop(columns=NO_PROGRAM)
-    balance = pd.Series(
-        {t: c.most_common(1)[0][1] / sum(c.values()) for t in spec.QUESTION_TYPES if (c := answers_by_type.get(t))},
-        dtype=float,
-        name="most common answer",
-    )
+    types = spec.QUESTION_TYPES
+    most = {t: c.most_common(1)[0][1] / sum(c.values()) for t in types if (c := tally.answers_by_type.get(t))}
     return CheckReport(
         root=root,
         counts=counts,
-        answer_balance=balance,
+        answer_balance=pd.Series(most, dtype=float, name="most common answer"),
         question_vocab_size=len(question_vocab),
         grown_vocab_size=grown,
-        executed=executed,
-        agreed=agreed,
-        mismatches=report_mismatches,
-        mismatch_count=mismatch_count,
+        executed=tally.executed,
+        agreed=tally.agreed,
+        mismatches=tally.mismatches,
+        mismatch_count=tally.mismatch_count,
         release=clevr_dirname,
-        condition_share=condition_share,
-        scene_counts=scene_counts,
+        condition_share=tally.condition_share,
+        scene_counts=tally.scene_counts,
     )
+
+
+def _check_split(tally: _Tally, root: DatasetRoot, split: str, label: str, cogent: bool) -> list[QuestionRecord]:
+    """One CLEVR split: its type counts, its scenes' conditions (CoGenT), every program run on its scene."""
+    records = read_clevr_questions(root.clevr, split)
+    tally.rows[f"{label} {split}"] = _type_counts(records)
+    scenes_file = root.clevr / "scenes" / f"CLEVR_{split}_scenes.json"
+    scenes = read_clevr_scenes(root.clevr, split) if scenes_file.is_file() else None
+    if cogent and scenes is not None and (condition := spec.condition_of(split)):
+        tally.condition_share[split] = sum(spec.obeys(s["objects"], condition) for s in scenes) / len(scenes)
+        tally.scene_counts[split] = len(scenes)
+    for record in records:
+        if record.answer is not None and record.question_type is not None:
+            tally.answers_by_type.setdefault(record.question_type, Counter())[record.answer] += 1
+        if record.program is not None and scenes is not None and record.answer is not None:
+            _execute(tally, split, record, scenes)
+    return records
+
+
+def _execute(tally: _Tally, split: str, record: QuestionRecord, scenes: list[dict]) -> None:
+    """Run one question's program on its scene and count whether it gives the recorded answer."""
+    from clbench.data.programs import execute  # imported here: the executor is the heaviest check
+
+    if not 0 <= record.image_index < len(scenes):
+        got = f"error: image_index {record.image_index} has no scene"
+    else:
+        try:
+            got = execute(record.program, scenes[record.image_index])
+        except ProgramError as err:
+            got = f"error: {err.problem}"
+    tally.executed += 1
+    if got == record.answer:
+        tally.agreed += 1
+        return
+    tally.mismatch_count += 1
+    if len(tally.mismatches) < MAX_MISMATCHES:
+        tally.mismatches.append(Mismatch(split, record.question_index, record.question, record.answer, got))
+
+
+def _grown_vocab_size(root: DatasetRoot, question_vocab: Vocabulary, tally: _Tally) -> int:
+    """The vocabulary once CLEVR-Humans train's words are added (and each Humans split's type counts)."""
+    humans_train_tokens: list[list[str]] = []
+    for split in spec.SPLITS:
+        if not (root.humans / f"CLEVR-Humans-{split}.json").is_file():
+            continue
+        records = read_humans_questions(root.humans, split, clevr_dir=root.clevr)
+        tally.rows[f"Humans {split}"] = _type_counts(records)
+        if split == "train":
+            humans_train_tokens = [tokenize(r.question) for r in records]
+    return len(Vocabulary.build(humans_train_tokens, min_count=HUMANS_MIN_COUNT, base=question_vocab))

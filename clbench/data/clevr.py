@@ -1,13 +1,11 @@
 """Readers for CLEVR v1.0, CLEVR-CoGenT v1.0 and CLEVR-Humans into small typed records, validating as they read.
 
-Real question files are 100–500 MB, so they are streamed: the standard library has no streaming JSON parser
-and ijson is not a dependency, so :func:`iter_json_array` reads the file in chunks, finds the named top-level
-array and decodes one element at a time with :meth:`json.JSONDecoder.raw_decode`.
+Real question files are 100–500 MB, so they are streamed (`clbench.data.json_stream`), one question or scene at
+a time.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -18,6 +16,7 @@ from typing import Any
 
 from clbench.core.errors import DataError, ProgramError
 from clbench.data import spec
+from clbench.data.json_stream import iter_json_array
 
 __all__ = [
     "DatasetRoot",
@@ -32,10 +31,13 @@ __all__ = [
     "require_split",
 ]
 
-CHUNK_CHARS = 1 << 20  # characters read per chunk while streaming
-MAX_ELEMENT_CHARS = 64 << 20  # a single question or scene larger than this is certainly malformed
+
 _GENERATE_HINT = "`python -m clbench data generate --out DIR` makes a small one"
+
+
 _IMAGE_NAME = re.compile(rf"^CLEVR_({'|'.join(spec.ALL_SPLITS)})_\d+\.png$")
+
+
 _ANSWER_SET = frozenset(spec.ANSWERS)
 
 
@@ -154,152 +156,6 @@ def image_split(image_filename: str, *, source: Path | None = None) -> str:
 def image_path(clevr_dir: Path, image_filename: str) -> Path:
     """Resolve an image by its name's split prefix, as CLEVR-Humans questions need (they mix splits)."""
     return Path(clevr_dir) / "images" / image_split(image_filename) / image_filename
-
-
-# --------------------------------------------------------------------------------------------- streaming
-
-
-def _location(text_before: str, consumed_bytes: int, consumed_lines: int) -> str:
-    line = consumed_lines + text_before.count("\n") + 1
-    byte = consumed_bytes + len(text_before.encode("utf-8", "surrogatepass"))
-    return f"line {line}, byte {byte}"
-
-
-class _Stream:
-    """A growing text window over a file, remembering how much was dropped, for error locations."""
-
-    _whitespace = re.compile(r"[ \t\n\r]*")
-
-    def __init__(self, path: Path, handle: Any) -> None:
-        self.path = path
-        self.handle = handle
-        self.buf = ""
-        self.pos = 0
-        self.eof = False
-        self.dropped_bytes = 0
-        self.dropped_lines = 0
-
-    def where(self, pos: int | None = None) -> str:
-        return _location(self.buf[: self.pos if pos is None else pos], self.dropped_bytes, self.dropped_lines)
-
-    def fail(self, problem: str, pos: int | None = None) -> DataError:
-        return DataError(
-            f"{self.path} is not valid JSON: {problem.removesuffix(' at')} at {self.where(pos)}",
-            "the file is truncated or corrupt; download or generate it again",
-        )
-
-    def more(self) -> bool:
-        if self.eof:
-            return False
-        try:
-            chunk = self.handle.read(CHUNK_CHARS)
-        except UnicodeDecodeError as err:
-            raise DataError(
-                f"{self.path} is not UTF-8 text ({err.reason} near byte {self.dropped_bytes + err.start})",
-                "download or generate the file again",
-            ) from err
-        if not chunk:
-            self.eof = True
-            return False
-        if self.pos > CHUNK_CHARS:  # drop what was consumed so the window stays small
-            dropped = self.buf[: self.pos]
-            self.dropped_bytes += len(dropped.encode("utf-8", "surrogatepass"))
-            self.dropped_lines += dropped.count("\n")
-            self.buf = self.buf[self.pos :]
-            self.pos = 0
-        self.buf += chunk
-        return True
-
-    def skip_ws(self) -> None:
-        while True:
-            self.pos = self._whitespace.match(self.buf, self.pos).end()
-            if self.pos < len(self.buf) or not self.more():
-                return
-
-    def peek(self) -> str:
-        self.skip_ws()
-        return self.buf[self.pos] if self.pos < len(self.buf) else ""
-
-    def expect(self, char: str, context: str) -> None:
-        got = self.peek()
-        if got != char:
-            found = repr(got) if got else "end of file"
-            raise self.fail(f"expected {char!r} {context}, found {found}")
-        self.pos += 1
-
-    def value(self, decoder: json.JSONDecoder) -> Any:
-        """Decode one JSON value, reading more only when the value runs past the window."""
-        self.skip_ws()
-        while True:
-            try:
-                obj, end = decoder.raw_decode(self.buf, self.pos)
-            except json.JSONDecodeError as err:
-                # An error near the window's end (a cut literal, an unterminated string) may need more text.
-                near_end = err.pos >= len(self.buf) - 16 or err.msg.startswith("Unterminated string")
-                too_big = len(self.buf) - self.pos > MAX_ELEMENT_CHARS
-                if near_end and not too_big and self.more():
-                    continue
-                raise self.fail(err.msg, err.pos) from None
-            if end >= len(self.buf) and not isinstance(obj, dict | list | str) and self.more():
-                continue  # a number or literal cut at the window's end may go on in the next chunk
-            self.pos = end
-            return obj
-
-
-def iter_json_array(path: Path, key: str) -> Iterator[Any]:
-    """Yield the elements of the top-level ``{..., key: [...]}`` array one at a time, never the whole file.
-
-    Other top-level values (CLEVR's small ``info``) are decoded and skipped. Malformed or truncated JSON
-    raises :class:`DataError` naming the file and the line and byte where it went wrong.
-    """
-    decoder = json.JSONDecoder()
-    found = False
-    try:
-        handle = open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed in finally
-    except FileNotFoundError:
-        raise DataError(f"{path} not found", "download or generate the dataset again") from None
-    except OSError as err:
-        raise DataError(f"{path} cannot be read ({err.strerror})", "check the file and its permissions") from None
-    try:
-        stream = _Stream(Path(path), handle)
-        stream.expect("{", "at the start of the file")
-        if stream.peek() == "}":
-            stream.pos += 1
-        else:
-            while True:
-                if stream.peek() != '"':
-                    raise stream.fail("expected a quoted key")
-                name = stream.value(decoder)
-                stream.expect(":", f"after key {name!r}")
-                if name == key:
-                    found = True
-                    stream.expect("[", f"to open the {key!r} array")
-                    if stream.peek() == "]":
-                        stream.pos += 1
-                    else:
-                        while True:
-                            yield stream.value(decoder)
-                            sep = stream.peek()
-                            if sep == "]":
-                                stream.pos += 1
-                                break
-                            stream.expect(",", f"between {key!r} entries")
-                else:
-                    stream.value(decoder)
-                sep = stream.peek()
-                if sep == "}":
-                    stream.pos += 1
-                    break
-                stream.expect(",", "between top-level keys")
-        if stream.peek():
-            raise stream.fail("unexpected text after the top-level object")
-    finally:
-        handle.close()
-    if not found:
-        raise DataError(f"{path} has no top-level {key!r} array", "download or generate the file again")
-
-
-# --------------------------------------------------------------------------------------------- questions
 
 
 class _ImageIndex:
@@ -489,9 +345,6 @@ def read_humans_questions(humans_dir: Path, split: str, *, clevr_dir: Path | Non
             index = int(filename.rsplit("_", 1)[1].split(".")[0])
         records.append(_record(raw, source, position, filename, index, None, None))
     return _nonempty(records, source)
-
-
-# --------------------------------------------------------------------------------------------- scenes
 
 
 def _check_scene(scene: Any, source: Path, position: int) -> None:

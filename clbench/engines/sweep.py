@@ -15,23 +15,21 @@ import contextlib
 import io
 import itertools
 import json
-import os
 import sys
 import time
 import traceback
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 
 from tqdm.auto import tqdm
 
 from clbench.config import RunConfig
 from clbench.config import override as override_config
 from clbench.config import validate as validate_config
-from clbench.core.console import init_worker
 from clbench.core.errors import ClbenchError, ConfigError
+from clbench.engines.pool import Engine, executor
 from clbench.evaluation import names as metric_names
 from clbench.report import tracking
 from clbench.report.tracking import CELL_TAG, COMMAND_TAG, ERROR_TAG, KIND_TAG, PARENT_TAG, SWEEP_TAG
@@ -149,41 +147,6 @@ class SweepResult:
         return sum(o.experience0_trained for o in self.outcomes)
 
 
-@dataclass(frozen=True)
-class Engine:
-    """Where cells run: `pool` (local processes, the default) or `ray` (a local Ray instance, or a cluster)."""
-
-    name: str = "pool"
-    address: str | None = None
-    cell_cpus: float = 1.0
-    cell_gpus: float = 0.0
-
-    def connect(self, uri: str):
-        """The Ray pool, connected and checked against `uri`; None for the local pool."""
-        if self.name == "pool":
-            return None
-        from clbench.engines.ray import RayPool
-
-        pool = RayPool(self.address, self.cell_cpus, self.cell_gpus)
-        try:
-            pool.check_cluster(uri)
-        except BaseException:
-            pool.close()
-            raise
-        return pool
-
-    def describe(self) -> str:
-        where = f"cluster {self.address}" if self.address else "a local Ray instance"
-        return f"{where}, {self.cell_cpus:g} CPUs and {self.cell_gpus:g} GPUs per cell"
-
-
-def _pool(ray_pool, jobs: int, threads: int):
-    """The executor cells are submitted to: the connected Ray pool, or a fresh local process pool."""
-    if ray_pool is not None:
-        return contextlib.nullcontext(ray_pool)
-    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=init_worker, initargs=(threads,))
-
-
 def parse_list(text: str, kind: type, what: str) -> tuple:
     """`a,b,c` → a tuple of `kind`, with a one-line error naming the bad item."""
     items = [item.strip() for item in text.split(",") if item.strip()]
@@ -227,32 +190,18 @@ def sweep(
     experiment = experiment or load_scenario(spec.scenario, spec.scenario_sets).name
     client = MlflowClient()
     parent_id, done = _parent_run(client, spec, experiment, command)
-    cells = spec.cells()
-    skipped = [
-        CellOutcome(c, done[c.key].info.run_id, "SKIPPED", experience0_trained=False) for c in cells if c.key in done
-    ]
-    pending = [c for c in cells if c.key not in done]
-    if skipped:
-        print(f"sweep {spec.key()}: {len(skipped)} of {len(cells)} cells already finished, skipping them", file=out)
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    skipped, pending = _skipped_and_pending(spec, done, out)
     outcomes: list[CellOutcome] = []
     status = "FAILED"
     try:
-        with (
-            _pool(ray_pool, jobs, threads) if pending else contextlib.nullcontext() as pool,
-            tqdm(
-                total=len(cells),
-                initial=len(skipped),
-                desc="sweep",
-                unit="cell",
-                disable=not progress or not sys.stderr.isatty(),
-            ) as bar,
-        ):
-            for outcome in _schedule(pool, jobs, pending, groups, spec, parent_id, experiment, uri):
-                outcomes.append(outcome)
-                bar.update(1)
-                bar.write(_describe(outcome), file=out)
-                out.flush()  # one line per cell, as it ends, even into a log file
+        with executor(ray_pool, jobs) if pending else contextlib.nullcontext() as pool:
+            total = len(skipped) + len(pending)
+            with tqdm(total=total, initial=len(skipped), desc="sweep", unit="cell", disable=_no_bar(progress)) as bar:
+                for outcome in _schedule(pool, jobs, pending, groups, spec, parent_id, experiment, uri):
+                    outcomes.append(outcome)
+                    bar.update(1)
+                    bar.write(_describe(outcome), file=out)
+                    out.flush()  # one line per cell, as it ends, even into a log file
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -266,6 +215,21 @@ def sweep(
     if result.count("FINISHED") + result.count("SKIPPED"):
         _report_to_parent(parent_id, experiment, uri, out)
     return result
+
+
+def _skipped_and_pending(spec: SweepSpec, done: dict, out) -> tuple[list[CellOutcome], list[Cell]]:
+    """The cells a re-run finds finished (skipped, said in one line) and those still to run."""
+    cells = spec.cells()
+    skipped = [
+        CellOutcome(c, done[c.key].info.run_id, "SKIPPED", experience0_trained=False) for c in cells if c.key in done
+    ]
+    if skipped:
+        print(f"sweep {spec.key()}: {len(skipped)} of {len(cells)} cells already finished, skipping them", file=out)
+    return skipped, [c for c in cells if c.key not in done]
+
+
+def _no_bar(progress: bool) -> bool:
+    return not progress or not sys.stderr.isatty()
 
 
 def _report_to_parent(parent_id: str, experiment: str, uri: str, out) -> None:

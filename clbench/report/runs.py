@@ -86,30 +86,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
             "run `python -m clbench sweep` here first, or pass the store with --tracking-uri",
         )
     tracking.configure(uri)
-    client = MlflowClient()
-    if sweep_id is None:
-        found = client.get_experiment_by_name(experiment)
-        parents = (
-            client.search_runs(
-                [found.experiment_id],
-                filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
-            if found
-            else []
-        )
-        if not parents:
-            raise ConfigError(
-                f"no sweep found in MLflow experiment {experiment!r}",
-                "run `python -m clbench sweep` first, or pass the --scenario, --experiment or --tracking-uri of one",
-            )
-        parent = parents[0]
-    else:
-        try:
-            parent = client.get_run(sweep_id)
-        except mlflow.exceptions.MlflowException:
-            raise ConfigError(f"no run {sweep_id!r} in the tracking store", "pass a sweep's parent run id") from None
+    parent = _parent(MlflowClient(), experiment, sweep_id)
     frame = mlflow.search_runs(
         [parent.info.experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
@@ -122,6 +99,40 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
         )
     frame = frame.drop_duplicates(f"tags.{CELL_TAG}", keep="last")
     axes = [k.removeprefix("sweep.grid.") for k in sorted(parent.data.params) if k.startswith("sweep.grid.")]
+    command = parent.data.tags.get(COMMAND_TAG, "")
+    return SweepRuns(parent.info.run_id, experiment, command, _cells(frame, axes), dict(parent.data.metrics), axes)
+
+
+def _parent(client, experiment: str, sweep_id: str | None):
+    """The sweep's parent run: the one asked for, or the latest sweep of the experiment."""
+    import mlflow
+
+    if sweep_id is not None:
+        try:
+            return client.get_run(sweep_id)
+        except mlflow.exceptions.MlflowException:
+            raise ConfigError(f"no run {sweep_id!r} in the tracking store", "pass a sweep's parent run id") from None
+    found = client.get_experiment_by_name(experiment)
+    parents = (
+        client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if found
+        else []
+    )
+    if not parents:
+        raise ConfigError(
+            f"no sweep found in MLflow experiment {experiment!r}",
+            "run `python -m clbench sweep` first, or pass the --scenario, --experiment or --tracking-uri of one",
+        )
+    return parents[0]
+
+
+def _cells(frame: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """One row per finished cell: its strategy, seed, experiences, grid values and metrics."""
     cells = pd.DataFrame(
         {
             "run_id": frame["run_id"],
@@ -141,9 +152,7 @@ def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str |
     summaries = [c for c in (metric_names.AVERAGE_FORGETTING, metric_names.BWT) if c in metrics]
     metrics.loc[one_row, summaries] = np.nan
     metrics = metrics[sorted(metrics.columns)]  # MLflow returns them in no fixed order; reports must not vary
-    cells = pd.concat([cells, metrics], axis=1).sort_values(["strategy", *axes, "seed"]).reset_index(drop=True)
-    command = parent.data.tags.get(COMMAND_TAG, "")
-    return SweepRuns(parent.info.run_id, experiment, command, cells, dict(parent.data.metrics), axes)
+    return pd.concat([cells, metrics], axis=1).sort_values(["strategy", *axes, "seed"]).reset_index(drop=True)
 
 
 def _param_column(frame: pd.DataFrame, axis: str) -> str:
@@ -163,6 +172,14 @@ def strategy_order(cells: pd.DataFrame) -> list[str]:
     ]
     present = list(dict.fromkeys(cells["strategy"]))
     return [s for s in preferred if s in present] + [s for s in present if s not in preferred]
+
+
+def in_strategy_order(table: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """The table's rows sorted by strategy in `order` (stable within a strategy); an index of (strategy, setting)
+    tuples sorts by its strategy, strategies not in `order` last."""
+    rank = {strategy: i for i, strategy in enumerate(order)}
+    keys = [rank.get(k[0] if isinstance(k, tuple) else k, len(rank)) for k in table.index]
+    return table.iloc[np.argsort(keys, kind="stable")]
 
 
 def at_largest_fraction(cells: pd.DataFrame) -> pd.DataFrame:

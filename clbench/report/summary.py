@@ -18,7 +18,7 @@ from clbench.evaluation import measures
 from clbench.evaluation import names as metric_names
 from clbench.report import figures as plots
 from clbench.report import measures as rm
-from clbench.report.runs import FRACTION, ORDER, SweepRuns, at_largest_fraction, strategy_order
+from clbench.report.runs import FRACTION, ORDER, SweepRuns, at_largest_fraction, in_strategy_order, strategy_order
 from clbench.report.sweep_figures import (
     accuracy_figure,
     forgetting_figure,
@@ -50,8 +50,7 @@ def _pm(table: pd.DataFrame, name: str, scale: float = 100.0, digits: int = 1) -
 
 def _markdown(table: pd.DataFrame, order: list[str], **options: Any) -> str:
     """A table in strategy order, its (strategy, setting) rows labelled `strategy · setting`."""
-    rank = {strategy: i for i, strategy in enumerate(order)}
-    table = table.iloc[np.argsort([rank.get(_first(k), len(rank)) for k in table.index], kind="stable")]
+    table = in_strategy_order(table, order)
     if isinstance(table.index, pd.MultiIndex):
         table = table.set_axis([" · ".join(map(str, k)) for k in table.index])
     return table.to_markdown(**options)
@@ -179,16 +178,30 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
 
 def _by_fraction(table: pd.DataFrame, name: str, order: list[str]) -> pd.DataFrame:
     wide = _pm(table, name).unstack(FRACTION)
-    rank = {strategy: i for i, strategy in enumerate(order)}
-    wide = wide.iloc[np.argsort([rank.get(_first(k), len(rank)) for k in wide.index], kind="stable")]
+    wide = in_strategy_order(wide, order)
     wide.columns = [f"{f:g}" for f in wide.columns]
     return wide
 
 
 def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> str:
-    cells = runs.cells
-    first, last, tests = runs.first, runs.last, runs.tests
-    names = runs.experiences
+    """`summary.md`: what was swept, then one section per question a reader asks, in that order."""
+    order = strategy_order(runs.cells)
+    lines = _introduction(runs, report_command)
+    lines += _after_first(runs)
+    lines += _after_last(runs, report, order)
+    if "stability_plasticity.png" in report.figures:
+        lines += ["## Stability and plasticity", "", "![stability and plasticity](stability_plasticity.png)", ""]
+    lines += _measures_markdown(runs, report, order)
+    lines += _fractions_and_forgetting(runs, report, order)
+    lines += ["## Accuracy matrices (%)", "", "![accuracy matrix](accuracy_matrix.png)", ""]
+    for label, mat in report.matrices.items():
+        lines += [f"**{label}**", "", (100 * mat).round(1).to_markdown(), ""]
+    lines += _orders_types_and_film(runs, report)
+    return "\n".join(lines)
+
+
+def _introduction(runs: SweepRuns, report_command: str) -> list[str]:
+    cells, names = runs.cells, runs.experiences
     seeds = sorted(cells["seed"].unique())
     grid = " × ".join(f"{cells[a].nunique()} values of {a.removeprefix('scenario.')}" for a in runs.axes)
     lines = [
@@ -210,16 +223,25 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
             "other cell started from the cached model).",
             "",
         ]
+    return lines
+
+
+def _after_first(runs: SweepRuns) -> list[str]:
+    cells, names, tests = runs.cells, runs.experiences, runs.tests
     same = cells[cells["experiences"] == cells["experiences"].iloc[0]]
     before = {t: same[metric_names.accuracy(names[0], t)].mean() for t in tests}
     baseline = {t: cells.get(metric_names.majority_baseline(t), pd.Series([np.nan])).mean() for t in tests}
     several = " (the first order; the per-type and γ/β sections below too)" if len(same) < len(cells) else ""
-    lines += [
+    return [
         f"## After the first experience ({names[0]}){several}",
         "",
         ", ".join(f"{t} {100 * before[t]:.1f} % (majority answer {100 * baseline[t]:.1f} %)" for t in tests) + ".",
         "",
     ]
+
+
+def _after_last(runs: SweepRuns, report: _Report, order: list[str]) -> list[str]:
+    cells, tests = runs.cells, runs.tests
     largest = f" (fraction {cells[FRACTION].max():g})" if FRACTION in cells else ""
     headline = pd.DataFrame({f"{t} (%)": _pm(report.final, f"final {t}") for t in tests})
     headline["average accuracy (%)"] = _pm(report.final, "average accuracy")
@@ -230,8 +252,7 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
         if f"{name}_mean" in report.cost and report.cost[f"{name}_mean"].notna().any():
             headline[name] = _pm(report.cost, name, scale).reindex(headline.index)
     headline["seeds"] = report.final["n"]
-    order = strategy_order(cells)
-    lines += [
+    lines = [
         f"## After the last experience{largest}",
         "",
         f"Mean ± half-width of the 95 % confidence interval across seeds (t-distribution with n − 1 degrees of "
@@ -248,9 +269,12 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
             "their own did). Strategy memory is what it keeps beyond the model: stored questions and tensors.",
             "",
         ]
-    if "stability_plasticity.png" in report.figures:
-        lines += ["## Stability and plasticity", "", "![stability and plasticity](stability_plasticity.png)", ""]
-    lines += _measures_markdown(runs, report, order)
+    return lines
+
+
+def _fractions_and_forgetting(runs: SweepRuns, report: _Report, order: list[str]) -> list[str]:
+    cells, first, last, tests = runs.cells, runs.first, runs.last, runs.tests
+    lines = []
     if report.accuracy is not None:
         lines += [
             f"## {last} accuracy (%) against the fraction of its data used (the paper's Figure 9)",
@@ -271,9 +295,11 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
         per_test = pd.DataFrame({t: _pm(report.forgetting, t) for t in runs.forgettable})
         per_test["mean"] = _pm(report.forgetting, "average")
         lines += [_markdown(per_test, order), ""]
-    lines += ["## Accuracy matrices (%)", "", "![accuracy matrix](accuracy_matrix.png)", ""]
-    for label, mat in report.matrices.items():
-        lines += [f"**{label}**", "", (100 * mat).round(1).to_markdown(), ""]
+    return lines
+
+
+def _orders_types_and_film(runs: SweepRuns, report: _Report) -> list[str]:
+    first, lines = runs.first, []
     if report.orders is not None:
         table = pd.DataFrame(
             {
@@ -298,17 +324,13 @@ def summary_markdown(runs: SweepRuns, report: _Report, report_command: str) -> s
                 drift_all.round(3).to_markdown(),
                 "",
             ]
-    return "\n".join(lines)
+    return lines
 
 
 def _section(title: str, figure: str, table: pd.DataFrame) -> list[str]:
     """A heading, its figure, and its table in percent (or points), one decimal."""
     alt = figure.removesuffix(".png").replace("_", " ")
     return [f"## {title}", "", f"![{alt}]({figure})", "", (100 * table).round(1).to_markdown(), ""]
-
-
-def _first(key: Any) -> str:
-    return key[0] if isinstance(key, tuple) else key
 
 
 def _measures_markdown(runs: SweepRuns, report: _Report, order: list[str]) -> list[str]:

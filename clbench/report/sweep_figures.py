@@ -8,8 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from clbench.evaluation import names as metric_names
-from clbench.report.runs import FRACTION, SweepRuns, strategy_order
-from clbench.report.summary import _first
+from clbench.report.runs import FRACTION, SweepRuns, in_strategy_order, strategy_order
 
 
 def _band(ax, x, mean, half, label: str, **style) -> None:
@@ -52,8 +51,7 @@ def stability_plasticity_figure(runs: SweepRuns, final: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(7, 5))
     ax = figure.subplots()
     new, old = f"final {runs.last}", "average forgetting"
-    rank = {strategy: i for i, strategy in enumerate(strategy_order(runs.cells))}
-    final = final.iloc[np.argsort([rank.get(_first(k), len(rank)) for k in final.index], kind="stable")]
+    final = in_strategy_order(final, strategy_order(runs.cells))
     for k, (key, row) in enumerate(final.iterrows()):  # colours in report order, as in the other figures
         label = " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
         x, y = 100 * row[f"{new}_mean"], 100 * row[f"{old}_mean"]
