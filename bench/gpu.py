@@ -49,7 +49,7 @@ class Shapes:
     """What one mode measures: the model, the batches and how many steps each row times."""
 
     name: str
-    model: object  # a clbench.film.ModelConfig
+    model: object  # a clbench.model.film.ModelConfig
     batch: int
     big_batch: int
     eval_batch: int
@@ -179,7 +179,8 @@ def _autocast(device: torch.device, on: bool):
 
 
 def train_step(model, optimizer, x, y, device: torch.device, amp: bool) -> Callable[[], None]:
-    """What the training loop does per iteration (clbench.training): autocast forward, float loss, backward, Adam."""
+    """What the training loop does per iteration (clbench.training.template): autocast forward, float loss,
+    backward, Adam."""
     criterion = torch.nn.CrossEntropyLoss()
 
     def step() -> None:

@@ -24,7 +24,7 @@ from clbench.config import PRESETS
 from clbench.config import override as override_config
 from clbench.core.console import quiet_libraries
 from clbench.engines.pool import Engine
-from clbench.engines.sweep import SweepSpec, parse_list, sweep
+from clbench.engines.sweep import SweepSpec, sweep
 
 
 def timed(spec: SweepSpec, engine: str, jobs: int, home: Path, attempt: int) -> tuple[float, list[float], int]:
@@ -56,12 +56,7 @@ def main() -> None:
 
     config = override_config(PRESETS[args.preset], {"train.epochs": args.epochs}, "--epochs")
     config = replace(config, eval=replace(config.eval, references=False))
-    spec = SweepSpec(
-        parse_list(args.strategies, str, "--strategies"),
-        parse_list(args.seeds, int, "--seeds"),
-        config,
-        grid=(("scenario.fraction", parse_list(args.fractions, str, "--fractions")),),
-    )
+    spec = SweepSpec.over_fractions(args.strategies, args.seeds, args.fractions, config)
     cells = len(spec.cells())
     print(f"{cells} cells ({args.strategies} × fractions {args.fractions} × seeds {args.seeds}), preset {args.preset}")
     print(f"epochs {args.epochs}, {args.jobs} cells at a time, {os.cpu_count()} CPU cores; order pool, Ray, Ray, pool")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from clbench.config import PRESETS
 from clbench.core.console import quiet_libraries
-from clbench.engines.sweep import SweepSpec, parse_list, sweep
+from clbench.engines.sweep import SweepSpec, sweep
 
 
 def timed_sweep(spec: SweepSpec, reuse: bool, jobs: int, home: Path) -> tuple[float, int, int]:
@@ -49,12 +49,7 @@ def main() -> None:
 
     base = PRESETS[args.preset]
     config = replace(base, data=replace(base.data, max_train_questions=args.clevr_questions))
-    spec = SweepSpec(
-        parse_list(args.strategies, str, "--strategies"),
-        parse_list(args.seeds, int, "--seeds"),
-        config,
-        grid=(("scenario.fraction", parse_list(args.fractions, str, "--fractions")),),
-    )
+    spec = SweepSpec.over_fractions(args.strategies, args.seeds, args.fractions, config)
     cells = len(spec.cells())
     print(f"sweep of {cells} cells ({args.strategies} × {args.fractions} × seeds {args.seeds}), preset {args.preset}")
     print(f"CLEVR train capped at {args.clevr_questions} questions, {args.jobs} job(s), {os.cpu_count()} CPU cores")

@@ -1,7 +1,7 @@
 """clbench: how much does a model forget, and what fixes it?
 
 The public surface for users writing their own strategy is ``Strategy`` and ``register``; for their own scenario,
-``Scenario`` and ``register_scenario`` (with ``clbench.benchmark`` to assemble one).
+``Scenario`` and ``register_scenario`` (with ``clbench.scenario.assembly`` to assemble one).
 """
 
 from clbench.core.errors import ClbenchError

@@ -55,7 +55,7 @@ class TrainConfig:
     amp: str = "auto"  # auto: bf16 on CUDA where supported, else fp16; off on CPU. Or off|bf16|fp16.
     reuse_experience0: bool = True  # start from the cached CLEVR model when one matches (see checkpoints.py)
     compile: bool = False  # torch.compile the model's forward (pays a compile on first use; mostly for GPUs)
-    # experience 0 from a shipped model (clbench.pretrained): "auto" (the one matching the run, if any), "none"
+    # experience 0 from a shipped model (clbench.model.pretrained): "auto" (the one matching the run, if any), "none"
     # (train it here), or a shipped model's name
     pretrained: str = "auto"
 

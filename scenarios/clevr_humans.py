@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from clbench.core.errors import ConfigError, DataError
 from clbench.data.clevr import DatasetRoot, read_clevr_questions, read_humans_questions
-from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, subsample, vocabulary
+from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, register, subsample, vocabulary
 
 CLEVR, HUMANS = "CLEVR", "CLEVR-Humans"
 
 
+@register("clevr-humans")
 @dataclass
 class ClevrHumans(Scenario):
     """CLEVR, then a fraction of CLEVR-Humans: new words and new reasoning over the same images."""

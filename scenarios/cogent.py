@@ -19,13 +19,14 @@ import numpy as np
 from clbench.core.errors import ConfigError, DataError
 from clbench.data.clevr import DatasetRoot, read_clevr_questions, require_split
 from clbench.data.spec import COGENT_DIRNAME
-from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, subsample, vocabulary
+from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, register, subsample, vocabulary
 
 A, B = "CoGenT-A", "CoGenT-B"
 POOL_SEED = 12345  # fixed: the pool/test split of valB is the same for every run
 SPLITS = ("trainA", "valA", "valB")
 
 
+@register("cogent")
 @dataclass
 class CoGenT(Scenario):
     """CLEVR-CoGenT: train on condition A, fine-tune on a fraction of condition-B questions from valB."""

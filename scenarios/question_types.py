@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from clbench.core.errors import ConfigError, DataError
 from clbench.data.clevr import DatasetRoot, read_clevr_questions
 from clbench.data.spec import QUESTION_TYPES
-from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, vocabulary
+from clbench.scenario import Benchmark, BuildContext, Part, Scenario, assemble, cap, register, vocabulary
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "wh": ("query_attribute", "count"),
@@ -60,6 +60,7 @@ def parse_order(order: str) -> list[tuple[str, tuple[str, ...]]]:
     return experiences
 
 
+@register("question-types")
 @dataclass
 class QuestionTypes(Scenario):
     """CLEVR by question type, one experience per type or group, in the order given."""

@@ -1,11 +1,11 @@
 """The FiLM paper's CLEVR-Humans protocol: fine-tune only the FiLM generator."""
 
-from clbench import Strategy, register
-from clbench.strategy import FreezeParameters, require
+from clbench import register
+from clbench.strategy import FreezingStrategy
 
 
 @register("generator-only")
-class GeneratorOnly(Strategy):
+class GeneratorOnly(FreezingStrategy):
     """The FiLM paper's CLEVR-Humans protocol: only the generator trains (frozen-generator is its opposite).
 
     From `from_experience` on, the FiLMed network (stem, blocks, classifier) is frozen and the question encoder
@@ -13,15 +13,7 @@ class GeneratorOnly(Strategy):
     onto the visual reasoning CLEVR taught.
     """
 
-    state = "boundaries"  # freezing is decided at the start of each experience
+    frozen = "filmed-network"
 
-    from_experience: int = 1
-
-    def validate(self) -> None:
-        require(self.from_experience >= 0, "from_experience must be ≥ 0", "use --set from_experience=1")
-
-    def experience0_identity(self) -> dict:
-        return {"frozen": "filmed-network"} if self.from_experience == 0 else {}
-
-    def plugins(self, model):
-        return [FreezeParameters(lambda m: m.filmed_network(), self.from_experience)]
+    def frozen_modules(self, model):
+        return model.filmed_network()

@@ -4,6 +4,10 @@ nothing of the model, short functions and modules, few modules at the top."""
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +94,33 @@ def test_functions_and_modules_are_short(path):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert long == []
+
+
+def test_a_built_in_strategy_is_one_file(tmp_path):
+    """A file dropped into a copy of the package's strategies is listed by `python -m clbench strategies`, with no
+    other file edited and nothing reinstalled."""
+    copy = tmp_path / "site"
+    skip = shutil.ignore_patterns("__pycache__", "*.pt", "*.png")
+    shutil.copytree(PACKAGE, copy / "clbench", ignore=skip)
+    for folder in ("strategies", "scenarios"):
+        shutil.copytree(ROOT / folder, copy / "clbench" / folder, ignore=skip)
+    (copy / "clbench" / "strategies" / "anchored.py").write_text(
+        "from clbench import Strategy, register\n\n\n"
+        '@register("anchored")\n'
+        "class Anchored(Strategy):\n"
+        '    """Fine-tuning with a pull towards the first experience\'s weights."""\n\n'
+        "    strength: float = 0.5\n"
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "clbench", "strategies"],
+        cwd=copy,
+        env=os.environ | {"PYTHONPATH": str(copy)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "[clbench.strategies.anchored:Anchored]" in listed.stdout
+    assert "defaults: strength=0.5" in listed.stdout
+    assert "[clbench.strategies.ewc:EWC]" in listed.stdout  # the others are still found

@@ -138,6 +138,6 @@ def test_prepare_dataset_caches_every_split_with_images(clevr: Path, tmp_path: P
 
 def test_default_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLBENCH_CACHE_DIR", str(tmp_path / "x"))
-    assert cache_module.default_cache_dir() == tmp_path / "x"
+    assert cache_module.default_cache_dir() == tmp_path / "x" / "images"
     monkeypatch.delenv("CLBENCH_CACHE_DIR")
     assert cache_module.default_cache_dir() == Path.home() / ".cache" / "clbench" / "images"

@@ -42,9 +42,9 @@ def _clevr(root: Path) -> Path:
 
 @pytest.fixture()
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("CLBENCH_CACHE_DIR", str(folder))
-    return folder
+    """Where the feature and image caches go: `images/` under the cache root."""
+    monkeypatch.setenv("CLBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "images"
 
 
 def test_cached_features_are_the_stems_own_within_float16(tiny_root, cache_dir, capsys):

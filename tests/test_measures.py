@@ -1,4 +1,4 @@
-"""Every measure of clbench.measures against a case computed by hand (the arithmetic is in the comments)."""
+"""Every measure of clbench.evaluation.measures against a case computed by hand (the arithmetic is in the comments)."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def _stale(path: Path, holder: str, lease_s: float) -> bool:
     """The holder is gone: an exited process of this machine, or a lock untouched for a whole lease."""
     host, _, pid = holder.partition(" ")
     pid = pid.split(" ")[0]
-    if host == HOST and pid.isdigit() and not _alive(int(pid)):
+    if host == HOST and pid.isdigit() and not process_alive(int(pid)):
         return True
     try:
         return time.time() - path.stat().st_mtime > lease_s
@@ -85,7 +85,8 @@ def _stale(path: Path, holder: str, lease_s: float) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with that id runs (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import importlib
 import importlib.util
+import pkgutil
 import sys
 import types
 import typing
@@ -69,6 +70,7 @@ class PluginKind(Generic[P]):
     def __init__(self, base: type[P], noun: str, group: str) -> None:
         self.base, self.noun, self.group = base, noun, group
         self._registry: dict[str, type[P]] = {}
+        self._builtins_found = False
 
     def register(self, name: str) -> Callable[[type[P]], type[P]]:
         """Class decorator: makes a plugin dataclass known under `name`."""
@@ -84,7 +86,10 @@ class PluginKind(Generic[P]):
         return decorate
 
     def available(self) -> dict[str, type[P]]:
-        """Every plugin found: registered ones plus those declared under the entry-point group."""
+        """Every plugin found: the built-ins (each module of the package named like the entry-point group, whose
+        `@register` makes it known: adding one is adding a file), then those declared under the entry-point
+        group by installed packages."""
+        self._find_builtins()
         for ep in entry_points(group=self.group):
             if ep.name not in self._registry:
                 cls = self._load_entry_point(ep)
@@ -92,6 +97,23 @@ class PluginKind(Generic[P]):
                 if not cls.name:
                     cls.name = ep.name
         return dict(sorted(self._registry.items()))
+
+    def _find_builtins(self) -> None:
+        if self._builtins_found:
+            return
+        self._builtins_found = True
+        try:
+            package = importlib.import_module(self.group)
+        except ImportError:  # clbench run from a tree without its plugin folders installed
+            return
+        for module in pkgutil.iter_modules(package.__path__, f"{self.group}."):
+            try:
+                importlib.import_module(module.name)
+            except Exception as exc:
+                raise ConfigError(
+                    f"built-in {self.noun} module {module.name} failed to import: {type(exc).__name__}: {exc}",
+                    "fix that file",
+                ) from None
 
     def resolve(self, spec: str) -> type[P]:
         """A registered name, `path/to/file.py:Class`, or `package.module:Class` → the plugin class."""

@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from clbench.core.errors import DataError
+from clbench.core.paths import cache_root
 from clbench.data import spec
 from clbench.data.clevr import DatasetRoot, detect_release
 
@@ -33,9 +34,9 @@ RESAMPLE = Image.Resampling.BICUBIC  # antialiased when shrinking, sharper than 
 
 
 def default_cache_dir() -> Path:
-    """``$CLBENCH_CACHE_DIR`` or ``~/.cache/clbench/images``: shared by every run on the machine."""
-    env = os.environ.get("CLBENCH_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "clbench" / "images"
+    """``images/`` under the cache root (``$CLBENCH_CACHE_DIR`` or ``~/.cache/clbench``): shared by every run on the
+    machine."""
+    return cache_root() / "images"
 
 
 def _list_pngs(folder: Path) -> list[tuple[str, int]]:
@@ -130,7 +131,7 @@ class ImageCache:
     def data_path(self) -> Path:
         return self.sidecar.with_suffix(".npy")
 
-    # What a cache of this class holds; the feature cache (clbench.data.features) changes these.
+    # What a cache of this class holds; the feature cache (clbench.model.features) changes these.
     WHAT = "image cache"
     BUILD = "python -m clbench data prepare"
     DTYPE: type = np.uint8

@@ -36,14 +36,6 @@ QUESTION_TYPES: tuple[str, ...] = (
     "query_attribute",
     "compare_attribute",
 )
-QUESTION_TYPE_TITLES: dict[str, str] = {
-    "exist": "Exist",
-    "count": "Count",
-    "compare_integer": "Compare Integer",
-    "query_attribute": "Query Attribute",
-    "compare_attribute": "Compare Attribute",
-}
-
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 CLEVR_DIRNAME = "CLEVR_v1.0"
 HUMANS_DIRNAME = "CLEVR-Humans"

@@ -1,10 +1,10 @@
 """Ray as a sweep engine: each cell a Ray task, on a local Ray instance or an existing cluster.
 
-The sweep's scheduler (`clbench.sweep._schedule`) is the same for both engines: `RayPool.submit` returns a
+The sweep's scheduler (`clbench.engines.sweep._schedule`) is the same for both engines: `RayPool.submit` returns a
 `concurrent.futures.Future`, as a process pool's does, so experience-0 groups, ordering and failure handling
 are shared. What Ray adds is placement (`--cell-cpus`, `--cell-gpus`) and fault tolerance: a task whose worker
 or node dies is retried by Ray (`max_retries`), and the retry finds the cell's unfinished MLflow run and its
-checkpoint (`clbench.sweep.run_cell`), so it continues from the last finished epoch in the same run.
+checkpoint (`clbench.engines.sweep.run_cell`), so it continues from the last finished epoch in the same run.
 
 For that, everything a cell touches must be reachable from every node, which `check_cluster` verifies before
 any cell starts: the tracking store is an MLflow server, and `CLBENCH_CACHE_DIR` (experience-0 cache, run

@@ -2,9 +2,9 @@
 
 A grid axis is any config field (`train.lr`), scenario parameter (`scenario.fraction`, `scenario.order`) or
 strategy parameter (`ewc_lambda`). Cells run in a local process pool, or as Ray tasks on a cluster
-(`clbench.ray_engine`). Cells that agree on what experience 0
+(`clbench.engines.ray`). Cells that agree on what experience 0
 depends on (scenario identity, data, model, its training, seed) share it: the first of each group trains and
-caches it (`clbench.checkpoints`); the group's other cells are queued once it is done and start from the cache.
+caches it (`clbench.training.checkpoints`); the group's other cells are queued once it is done and start from the cache.
 A cell that fails is recorded as a FAILED child run and the sweep goes on; running the same sweep again
 continues its parent run and skips finished cells.
 """
@@ -71,6 +71,16 @@ class SweepSpec:
     strategy_sets: dict[str, str] = field(default_factory=dict)
     scenario: str = DEFAULT_SCENARIO
     scenario_sets: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def over_fractions(cls, strategies: str, seeds: str, fractions: str, config: RunConfig) -> SweepSpec:
+        """Strategies × seeds × fine-tuning fractions, each given as a comma-separated list (as on a command line)."""
+        return cls(
+            parse_list(strategies, str, "--strategies"),
+            parse_list(seeds, int, "--seeds"),
+            config,
+            grid=(("scenario.fraction", parse_list(fractions, str, "--fractions")),),
+        )
 
     def cells(self) -> list[Cell]:
         keys = [key for key, _ in self.grid]

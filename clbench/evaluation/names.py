@@ -11,7 +11,7 @@ AVERAGE_FORGETTING = "average_forgetting"  # mean forgetting over the test sets 
 AVERAGE_ACCURACY = "average_accuracy"  # mean accuracy over every test set at the end
 WALL_TIME = "wall_time_s"
 
-# What the run cost (clbench.cost): training time only (no data building or evaluation), the process's peak
+# What the run cost (clbench.evaluation.cost): training time only (no data building or evaluation), the process's peak
 # RSS, CUDA's peak allocation where the run used a GPU, and what the strategy keeps beyond the model.
 TRAIN_TIME = "cost/train_time_s"
 PEAK_RSS = "cost/peak_rss_bytes"
@@ -63,7 +63,7 @@ def film_drift(test: str, block: str, stat: str) -> str:
     return f"{film_drift_prefix(test)}{block}/{stat}"
 
 
-# --- the measures of clbench.measures (definitions and papers: docs/measures.md) ----------------------------
+# --- the measures of clbench.evaluation.measures (definitions and papers: docs/measures.md) ------------------
 LEARNING_ACCURACY = "learning_accuracy"  # mean of the accuracy matrix's diagonal
 NORMALISED_FORGETTING = "normalised_forgetting"  # mean over earlier test sets of forgetting / (peak − chance)
 FORWARD_TRANSFER = "forward_transfer"  # mean over later experiences of R[j][j] − from-scratch accuracy

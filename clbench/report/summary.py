@@ -69,7 +69,7 @@ class _Report:
     cost: pd.DataFrame = field(default_factory=pd.DataFrame)
     film: pd.DataFrame = field(default_factory=pd.DataFrame)
     drift: pd.DataFrame = field(default_factory=pd.DataFrame)
-    measures: pd.DataFrame = field(default_factory=pd.DataFrame)  # clbench.measures per strategy, mean ± CI
+    measures: pd.DataFrame = field(default_factory=pd.DataFrame)  # clbench.evaluation.measures per strategy, mean ± CI
     comparison: pd.DataFrame = field(default_factory=pd.DataFrame)  # each strategy against naive, paired by seed
     auc: pd.DataFrame = field(default_factory=pd.DataFrame)  # a fraction grid only
     type_forgetting: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -99,7 +99,7 @@ def _tables(runs: SweepRuns, references: dict[str, dict[str, float]]) -> _Report
 
 
 def _measures(runs: SweepRuns, report: _Report) -> None:
-    """The measures of clbench.measures per strategy, the comparison with naive, and their figures."""
+    """The measures of clbench.evaluation.measures per strategy, the comparison with naive, and their figures."""
     order = strategy_order(runs.cells)
     last = rm.with_derived(at_largest_fraction(runs.cells), runs.last)
     report.measures = rm.measures_table(last, ["strategy", *runs.settings])

@@ -19,6 +19,7 @@ from typing import Any
 from avalanche.logging import BaseLogger
 
 from clbench.core.errors import ConfigError
+from clbench.core.locks import process_alive
 
 DEFAULT_STORE = "mlflow.db"
 
@@ -234,16 +235,6 @@ def describe_experiment(experiment_id: str) -> None:
         client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but someone else's
-        return True
-    return True
-
-
 def end_orphaned_runs(experiment: str) -> list[str]:
     """Mark KILLED the RUNNING runs of this machine whose process is gone (SIGKILL, power loss, OOM killer).
 
@@ -265,7 +256,7 @@ def end_orphaned_runs(experiment: str) -> list[str]:
     ended = []
     for run in running:
         pid = run.data.tags.get(PID_TAG, "")
-        if pid.isdigit() and not _alive(int(pid)) and int(pid) != os.getpid():
+        if pid.isdigit() and not process_alive(int(pid)) and int(pid) != os.getpid():
             try:
                 client.set_terminated(run.info.run_id, "KILLED")
                 ended.append(run.info.run_id)

@@ -93,7 +93,7 @@ def summary_metrics(result: RunResult) -> dict[str, float]:
 
 
 def _measure_metrics(result: RunResult) -> dict[str, float]:
-    """The measures of clbench.measures: per test set and their mean (NaN means are left out)."""
+    """The measures of clbench.evaluation.measures: per test set and their mean (NaN means are left out)."""
     metrics = {metric_names.LEARNING_ACCURACY: result.learning_accuracy}
     per_test = {
         metric_names.NORMALISED_FORGETTING: result.normalised_forgetting if result.forgetting else {},

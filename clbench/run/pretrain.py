@@ -2,7 +2,7 @@
 
 FiLM needs millions of samples before its question grounds in the image; no run can afford that on every start,
 so the first experience is trained here once (hours on a CPU, minutes on a GPU) and shipped
-(`clbench.pretrained`). The loop is plain PyTorch rather than an Avalanche template: it is one supervised task,
+(`clbench.model.pretrained`). The loop is plain PyTorch rather than an Avalanche template: it is one supervised task,
 and what it needs none of Avalanche's loops gives: a learning rate scheduled by samples seen, checkpoints in the
 middle of an epoch that resume exactly (same weights as an uninterrupted run), and evaluation by sample count.
 The model, data and vocabulary are the run's own (`runner.build_benchmark`, `runner.build_model`), so what
@@ -320,7 +320,7 @@ def _last_words(progress: Progress) -> str:
 
 
 def ship(name: str, spec: PretrainSpec, scenario, folder: Path, *, command: str, to: Path | None = None) -> Path:
-    """Install a finished pretraining's weights as shipped model `name` (`clbench.pretrained`): the weights as
+    """Install a finished pretraining's weights as shipped model `name` (`clbench.model.pretrained`): the weights as
     shipped (float16 where float32 would pass 5 MB) are evaluated on the run's own validation set, and that is the
     accuracy the record states and a test reproduces."""
     from clbench.model import pretrained

@@ -41,7 +41,7 @@ def summary(result: RunResult) -> str:
 
 
 def _measures_lines(result: RunResult) -> list[str]:
-    """The measures of clbench.measures, one sentence each."""
+    """The measures of clbench.evaluation.measures, one sentence each."""
     lines = [f"Learning accuracy (each experience right after training on it): {100 * result.learning_accuracy:.1f}%"]
     if result.forgetting:
         normalised = ", ".join(

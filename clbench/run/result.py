@@ -26,16 +26,16 @@ class RunResult:
     film: pd.DataFrame = field(default_factory=pd.DataFrame)  # gamma/beta statistics per (after, test, block)
     film_drift: pd.DataFrame = field(default_factory=pd.DataFrame)  # first to last experience, per (test, block)
     film_histograms: pd.DataFrame = field(default_factory=pd.DataFrame)
-    cost: dict[str, float] = field(default_factory=dict)  # see clbench.cost; named in metric_names (cost/...)
+    cost: dict[str, float] = field(default_factory=dict)  # see clbench.evaluation.cost; named in names (cost/...)
 
     continual: pd.DataFrame = field(default_factory=pd.DataFrame)  # per (during, test): min, gap, recovery
     continual_summary: dict[str, float] = field(default_factory=dict)  # min_acc, wc_acc
-    curves: dict[str, Any] = field(default_factory=dict)  # the continual-evaluation points (clbench.continual)
+    curves: dict[str, Any] = field(default_factory=dict)  # the periodic-evaluation points (evaluation.periodic)
     flips: pd.DataFrame = field(default_factory=pd.DataFrame)  # per earlier test set: negative, positive rate
     type_forgetting: pd.DataFrame = field(default_factory=pd.DataFrame)  # earlier test set × question type
     references: dict[str, dict[str, float]] = field(default_factory=dict)  # "scratch"/"joint" → test → accuracy
 
-    # The measures, each defined in clbench.measures.
+    # The measures, each defined in clbench.evaluation.measures.
     @property
     def forgetting(self) -> dict[str, float]:
         """Per test set of an earlier experience: its best accuracy since it was learned minus its final one."""

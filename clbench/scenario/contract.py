@@ -2,7 +2,7 @@
 
 A scenario is a small dataclass: its fields are its parameters (`--set scenario.<field>=value`, MLflow params
 `scenario.<field>`). It names its experiences before any data is read (so a wrong `--epochs` count costs one
-line), says which generated world serves as its embedded default, and builds a `clbench.benchmark.Benchmark`
+line), says which generated world serves as its embedded default, and builds a `clbench.scenario.assembly.Benchmark`
 from a dataset root. It is found by name, `file.py:Class` or `module:Class` through the `clbench.scenarios`
 entry points, the same door the built-ins use.
 """
@@ -44,7 +44,7 @@ class Scenario(Plugin):
         raise NotImplementedError
 
     def build(self, context: BuildContext) -> Benchmark:
-        """Read the data under `context.root` and assemble the benchmark (see `clbench.benchmark.assemble`)."""
+        """Read the data under `context.root` and assemble the benchmark (see `clbench.scenario.assembly.assemble`)."""
         raise NotImplementedError
 
     def experience0_identity(self) -> dict[str, Any]:

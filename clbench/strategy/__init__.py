@@ -17,12 +17,13 @@ from clbench.strategy.contract import (
     shortcut,
     takes_cache,
 )
-from clbench.strategy.freezing import FreezeParameters
+from clbench.strategy.freezing import FreezeParameters, FreezingStrategy
 
 __all__ = [
     "STATE_KINDS",
     "STRATEGIES",
     "FreezeParameters",
+    "FreezingStrategy",
     "Strategy",
     "available",
     "describe_shortcut",

@@ -3,7 +3,7 @@ state is built so that no shortcut (the experience-0 cache, `--resume`) can sile
 
 Its fields are its parameters (CLI `--set name=value`, MLflow params). It never copies the training loop. It
 is found by name, `file.py:Class` or `module:Class` through the `clbench.strategies` entry points
-(`clbench.registry` holds the machinery it shares with scenarios).
+(`clbench.core.registry` holds the machinery it shares with scenarios).
 
 The shortcuts skip training that was done before: a run starts from the cached end of experience 0, or a
 resumed run from the saved end of its finished experiences. Plugins keep state of their own (EWC importances,

@@ -30,12 +30,6 @@ COLOR_WORDS = {c: (c,) for c in ATTRIBUTES["color"]} | {
     "cyan": ("cyan", "teal", "aqua"),
 }
 COLOR_NOUNS = ("color", "colour", "hue")
-RELATION_WORDS = {
-    "left": ("to the left of", "on the left side of"),
-    "right": ("to the right of", "on the right side of"),
-    "front": ("in front of", "closer to the camera than"),
-    "behind": ("behind", "further back than"),
-}
 _ADJECTIVE_ATTRIBUTES = ("size", "color", "material")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from clbench.config import RunConfig
 from clbench.core.errors import ConfigError
 from clbench.core.locks import lease_lock
-from clbench.core.paths import replace_atomically
+from clbench.core.paths import cache_root, replace_atomically
 from clbench.model.film import model_identity
 from clbench.training import distributed
 
@@ -39,8 +38,7 @@ FORMAT_VERSION = 1
 
 
 def checkpoint_dir() -> Path:
-    base = os.environ.get("CLBENCH_CACHE_DIR")
-    return (Path(base) if base else Path.home() / ".cache" / "clbench") / "checkpoints"
+    return cache_root() / "checkpoints"
 
 
 def scenario_identity(scenario: Any) -> dict[str, Any]:
@@ -176,7 +174,7 @@ def _load(path: Path) -> dict[str, Any]:
 @contextmanager
 def locked(key: str, what: str = "experience 0") -> Iterator[None]:
     """Hold an exclusive lock on one cache key (experience 0's, a reference's) across processes and machines that
-    share the cache folder (`clbench.locks`); a holder that dies loses it."""
+    share the cache folder (`clbench.core.locks`); a holder that dies loses it."""
     with lease_lock(checkpoint_dir() / f"{key}.lock", what):
         yield
 
@@ -218,7 +216,7 @@ class RunCheckpoint:
     epochs_done: int = 0  # its finished epochs
     current: TrainingState | None = None  # the state after those epochs
     logged: int = 0  # experiences whose training and evaluation metrics are in the MLflow run
-    curves: dict[str, Any] = field(default_factory=dict)  # continual evaluation so far (clbench.continual)
+    curves: dict[str, Any] = field(default_factory=dict)  # continual evaluation so far (clbench.evaluation.periodic)
 
     def resumed_as(self, shortcut: str) -> RunCheckpoint:
         """What a resume continues from, by the strategy's shortcut (`clbench.strategy.shortcut`)."""
@@ -298,7 +296,7 @@ class Checkpointer(SupervisedPlugin):
     """Writes the run checkpoint after every epoch and experience, and restores saved states on request.
 
     The state of an experience's end is taken in `experience_ending`, which the template calls before its own
-    end-of-experience work and before any plugin's `after_training_exp` (`clbench.training.LoopAdditions`).
+    end-of-experience work and before any plugin's `after_training_exp` (`clbench.training.template.LoopAdditions`).
     A restored state is put in place as late as the original run had it: a mid-experience state when the
     first remaining epoch starts (after every plugin's start-of-experience hooks, which may reset the model
     as GDumb does), an experience's end when that end comes. Must come first in the plugin list (Avalanche

@@ -12,7 +12,7 @@ construction, and is checked:
   end (`sync_buffers`), before the strategy's hooks read the model;
 - every rank sees the whole experience in the strategy's own hooks (importances, buffer selection run over the
   full dataset, not a shard), with the same random draws: the only draws that could differ between ranks are
-  rank 0's evaluations, which leave the random state as they found it (`clbench.runner._evaluate`), and the
+  rank 0's evaluations, which leave the random state as they found it (`clbench.run.loop._evaluate`), and the
   question encoder's embedding grows without drawing from it;
 - the shuffle is drawn from that shared random state (`ShardedRandomSampler`), so the ranks' shards of one epoch
   are disjoint and together are the whole permutation a one-process run would draw;
@@ -42,7 +42,7 @@ from clbench.core.errors import ClbenchError, ConfigError
 
 T = TypeVar("T")
 
-# Templates whose training step is Avalanche's plain forward/backward, which `clbench.training` routes through
+# Templates whose training step is Avalanche's plain forward/backward, which `clbench.training.template` routes through
 # DDP (None, the default SupervisedTemplate, among them). Others (DER, ER-ACE, MIR) run their own loops.
 DATA_PARALLEL_TEMPLATES = ("SupervisedTemplate", "Cumulative", "JointTraining")
 _device: str | None = None

@@ -8,7 +8,7 @@ Avalanche's; it adds two things no Avalanche template has:
 - an `experience_ending(strategy)` call to plugins that have one, before the template's own end-of-experience
   work. DER updates its buffer there before any plugin's `after_training_exp` runs, so this is the one point
   where the state at an experience's end can be taken (and put back) before anything acts on it;
-- under torchrun, training's forward pass goes through a DDP view of the model (`clbench.distributed`), and
+- under torchrun, training's forward pass goes through a DDP view of the model (`clbench.training.distributed`), and
   evaluation reads whole test sets (rank 0 evaluates alone).
 """
 
