@@ -11,7 +11,7 @@ from clbench.commands import COMMANDS, DEFAULT_FRACTIONS, DEFAULT_STRATEGIES, im
 from clbench.core.console import quiet_libraries
 from clbench.core.errors import ClbenchError, ConfigError
 
-EXIT_USAGE = 2
+_EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {exc.one_line()}", file=sys.stderr)
-        return EXIT_USAGE
+        return _EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

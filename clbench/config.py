@@ -267,7 +267,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return flat
 
 
-SEED_RANGE = (0, 2**32 - 1)  # what NumPy's seeding accepts (Avalanche seeds random, NumPy and torch alike)
+_SEED_RANGE = (0, 2**32 - 1)  # what NumPy's seeding accepts (Avalanche seeds random, NumPy and torch alike)
 _MODEL_SIZES = (
     "image_height",
     "image_width",
@@ -283,9 +283,9 @@ _MODEL_SIZES = (
 
 def validate(config: RunConfig) -> RunConfig:
     """Refuse values that cannot run before anything is read or written, so a mistake costs one line, not a run."""
-    if not SEED_RANGE[0] <= config.seed <= SEED_RANGE[1]:
+    if not _SEED_RANGE[0] <= config.seed <= _SEED_RANGE[1]:
         raise ConfigError(
-            f"seed {config.seed} is outside {SEED_RANGE[0]}..{SEED_RANGE[1]}, the range NumPy can be seeded with",
+            f"seed {config.seed} is outside {_SEED_RANGE[0]}..{_SEED_RANGE[1]}, the range NumPy can be seeded with",
             "give a seed in that range, e.g. --seed 1",
         )
     if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):

@@ -23,14 +23,14 @@ from pathlib import Path
 HOST = socket.gethostname()
 
 
-def lease_seconds() -> float:
+def _lease_seconds() -> float:
     return float(os.environ.get("CLBENCH_LOCK_LEASE_S", "120"))
 
 
 @contextmanager
 def lease_lock(path: Path, what: str, *, lease_s: float | None = None, poll_s: float = 0.5) -> Iterator[None]:
     """Hold `path` as an exclusive lock for the block; wait (saying so once, naming `what`) while another holds it."""
-    lease_s = lease_s if lease_s is not None else lease_seconds()
+    lease_s = lease_s if lease_s is not None else _lease_seconds()
     path.parent.mkdir(parents=True, exist_ok=True)
     token = f"{HOST} {os.getpid()} {uuid.uuid4().hex}"
     said = False

@@ -29,8 +29,8 @@ from clbench.data.clevr import DatasetRoot, detect_release
 __all__ = ["FORMAT_VERSION", "ImageCache", "build_image_cache", "default_cache_dir", "fingerprint_images"]
 
 FORMAT_VERSION = 1  # bump when the decoding (filter, layout) changes: old caches then stop matching
-SAMPLED_IMAGES = 256  # images hashed in full, evenly spaced: catches edits that keep a file's size
-RESAMPLE = Image.Resampling.BICUBIC  # antialiased when shrinking, sharper than bilinear
+_SAMPLED_IMAGES = 256  # images hashed in full, evenly spaced: catches edits that keep a file's size
+_RESAMPLE = Image.Resampling.BICUBIC  # antialiased when shrinking, sharper than bilinear
 
 
 def default_cache_dir() -> Path:
@@ -71,8 +71,8 @@ def fingerprint_images(folder: Path, split: str, size: tuple[int, int], files: l
     n = len(files)
     sampled = (
         range(n)
-        if n <= SAMPLED_IMAGES
-        else sorted({round(i * (n - 1) / (SAMPLED_IMAGES - 1)) for i in range(SAMPLED_IMAGES)})
+        if n <= _SAMPLED_IMAGES
+        else sorted({round(i * (n - 1) / (_SAMPLED_IMAGES - 1)) for i in range(_SAMPLED_IMAGES)})
     )
     for i in sampled:
         digest.update((folder / files[i][0]).read_bytes())
@@ -86,7 +86,7 @@ def _decode_image(path: Path, size: tuple[int, int]) -> np.ndarray:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
             if rgb.size != (width, height):
-                rgb = rgb.resize((width, height), RESAMPLE)
+                rgb = rgb.resize((width, height), _RESAMPLE)
             return np.asarray(rgb, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as err:  # what Pillow raises for truncated or corrupt files
         raise DataError(

@@ -29,9 +29,9 @@ from clbench.data.vocab import Vocabulary, tokenize
 
 __all__ = ["CheckReport", "Mismatch", "check_dataset"]
 
-HUMANS_MIN_COUNT = 5  # the FiLM reference grows the vocabulary with CLEVR-Humans words seen ≥ 5 times
-MAX_MISMATCHES = 10
-NO_PROGRAM = "no program"  # the count column of questions without a program, hence without a type
+_HUMANS_MIN_COUNT = 5  # the FiLM reference grows the vocabulary with CLEVR-Humans words seen ≥ 5 times
+_MAX_MISMATCHES = 10
+_NO_PROGRAM = "no program"  # the count column of questions without a program, hence without a type
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class CheckReport:
         train = "CoGenT trainA" if self.release == spec.COGENT_DIRNAME else "CLEVR train"
         vocab = f"question vocabulary: {self.question_vocab_size} tokens ({train})"
         if self.grown_vocab_size is not None:
-            vocab += f", {self.grown_vocab_size} after CLEVR-Humans words seen ≥ {HUMANS_MIN_COUNT} times"
+            vocab += f", {self.grown_vocab_size} after CLEVR-Humans words seen ≥ {_HUMANS_MIN_COUNT} times"
         lines.append(vocab)
         if self.executed:
             lines.append(
@@ -106,8 +106,8 @@ class CheckReport:
 
 
 def _type_counts(records: list[QuestionRecord]) -> dict[str, int]:
-    counts = Counter(r.question_type or NO_PROGRAM for r in records)
-    row = {t: counts.get(t, 0) for t in (*spec.QUESTION_TYPES, NO_PROGRAM)}
+    counts = Counter(r.question_type or _NO_PROGRAM for r in records)
+    row = {t: counts.get(t, 0) for t in (*spec.QUESTION_TYPES, _NO_PROGRAM)}
     row["total"] = len(records)
     return row
 
@@ -153,8 +153,8 @@ def check_dataset(path: Path, *, clevr_dirname: str | None = None) -> CheckRepor
     question_vocab = Vocabulary.build(tally.train_tokens)
     grown = _grown_vocab_size(root, question_vocab, tally) if root.humans is not None else None
     counts = pd.DataFrame.from_dict(tally.rows, orient="index").fillna(0).astype(int)
-    if not counts.empty and not counts[NO_PROGRAM].any():
-        counts = counts.drop(columns=NO_PROGRAM)
+    if not counts.empty and not counts[_NO_PROGRAM].any():
+        counts = counts.drop(columns=_NO_PROGRAM)
     types = spec.QUESTION_TYPES
     most = {t: c.most_common(1)[0][1] / sum(c.values()) for t in types if (c := tally.answers_by_type.get(t))}
     return CheckReport(
@@ -206,7 +206,7 @@ def _execute(tally: _Tally, split: str, record: QuestionRecord, scenes: list[dic
         tally.agreed += 1
         return
     tally.mismatch_count += 1
-    if len(tally.mismatches) < MAX_MISMATCHES:
+    if len(tally.mismatches) < _MAX_MISMATCHES:
         tally.mismatches.append(Mismatch(split, record.question_index, record.question, record.answer, got))
 
 
@@ -220,4 +220,4 @@ def _grown_vocab_size(root: DatasetRoot, question_vocab: Vocabulary, tally: _Tal
         tally.rows[f"Humans {split}"] = _type_counts(records)
         if split == "train":
             humans_train_tokens = [tokenize(r.question) for r in records]
-    return len(Vocabulary.build(humans_train_tokens, min_count=HUMANS_MIN_COUNT, base=question_vocab))
+    return len(Vocabulary.build(humans_train_tokens, min_count=_HUMANS_MIN_COUNT, base=question_vocab))

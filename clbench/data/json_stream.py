@@ -14,7 +14,7 @@ from clbench.core.errors import DataError
 CHUNK_CHARS = 1 << 20  # characters read per chunk while streaming
 
 
-MAX_ELEMENT_CHARS = 64 << 20  # a single question or scene larger than this is certainly malformed
+_MAX_ELEMENT_CHARS = 64 << 20  # a single question or scene larger than this is certainly malformed
 
 
 def _location(text_before: str, consumed_bytes: int, consumed_lines: int) -> str:
@@ -94,7 +94,7 @@ class _Stream:
             except json.JSONDecodeError as err:
                 # An error near the window's end (a cut literal, an unterminated string) may need more text.
                 near_end = err.pos >= len(self.buf) - 16 or err.msg.startswith("Unterminated string")
-                too_big = len(self.buf) - self.pos > MAX_ELEMENT_CHARS
+                too_big = len(self.buf) - self.pos > _MAX_ELEMENT_CHARS
                 if near_end and not too_big and self.more():
                     continue
                 raise self.fail(err.msg, err.pos) from None

@@ -24,11 +24,11 @@ from clbench.core.errors import ConfigError
 from clbench.training import checkpoints
 
 # Passed on to every task, so a cell on any node reads the same data, cache and store as the driver.
-FORWARDED_ENV = ("CLBENCH_CACHE_DIR", "CLBENCH_DATA_HOME", "CLBENCH_LOCK_LEASE_S", "MLFLOW_TRACKING_URI")
-RETRIES = 3  # per cell, for lost workers and nodes (a cell that raises is not retried: it failed)
+_FORWARDED_ENV = ("CLBENCH_CACHE_DIR", "CLBENCH_DATA_HOME", "CLBENCH_LOCK_LEASE_S", "MLFLOW_TRACKING_URI")
+_RETRIES = 3  # per cell, for lost workers and nodes (a cell that raises is not retried: it failed)
 
 
-def require_ray():
+def _require_ray():
     try:
         import ray
     except ImportError:
@@ -65,7 +65,7 @@ class RayPool:
     """Cells as Ray tasks, each needing `cell_cpus` CPUs and `cell_gpus` GPUs; `submit` gives a Future."""
 
     def __init__(self, address: str | None, cell_cpus: float, cell_gpus: float) -> None:
-        ray = require_ray()
+        ray = _require_ray()
         if cell_cpus <= 0 or cell_gpus < 0:
             raise ConfigError(
                 f"--cell-cpus {cell_cpus:g} / --cell-gpus {cell_gpus:g}: a cell needs at least some CPU and no "
@@ -74,7 +74,7 @@ class RayPool:
             )
         if address:
             _check_reachable(address)
-        env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+        env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
         try:
             ray.init(
                 address=address,
@@ -92,7 +92,7 @@ class RayPool:
         self.threads = max(1, int(cell_cpus))
         self.cell_cpus, self.cell_gpus = cell_cpus, cell_gpus
         self._task = ray.remote(_cell_task).options(
-            num_cpus=cell_cpus, num_gpus=cell_gpus, max_retries=RETRIES, retry_exceptions=False
+            num_cpus=cell_cpus, num_gpus=cell_gpus, max_retries=_RETRIES, retry_exceptions=False
         )
 
     def cluster(self) -> Cluster:

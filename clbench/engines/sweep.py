@@ -41,7 +41,7 @@ from clbench.scenario.contract import load as load_scenario
 from clbench.strategy.contract import Strategy, instantiate, resolve, takes_cache
 from clbench.training import checkpoints
 
-CONFIG_SECTIONS = ("data.", "model.", "train.")
+_CONFIG_SECTIONS = ("data.", "model.", "train.")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class SweepSpec:
         for key, value in cell.settings:
             if key.startswith(SCENARIO_PREFIX):
                 scenario_sets[key.removeprefix(SCENARIO_PREFIX)] = value
-            elif key.startswith(CONFIG_SECTIONS) or key in ("device",):
+            elif key.startswith(_CONFIG_SECTIONS) or key in ("device",):
                 config_sets[key] = value
             else:
                 strategy_sets[key] = value
@@ -118,7 +118,7 @@ class SweepSpec:
         return checkpoints.digest(identity, 16)
 
 
-def experience0_group(config: RunConfig, scenario: Scenario, strategy: Strategy) -> str:
+def _experience0_group(config: RunConfig, scenario: Scenario, strategy: Strategy) -> str:
     """Cells with the same group share experience 0: its cache key, with the data settings for the fingerprint.
 
     A strategy that cannot start from the cache (`shortcut` is `retrain`, or it trains offline) is a group of
@@ -268,7 +268,7 @@ def _check_cells(spec: SweepSpec) -> dict[Cell, str]:
     groups = {}
     for cell in spec.cells():
         config, strategy, scenario = spec.materialize(cell)
-        groups[cell] = experience0_group(config, scenario, strategy)
+        groups[cell] = _experience0_group(config, scenario, strategy)
     return groups
 
 
@@ -306,10 +306,10 @@ def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple
         params |= {f"strategy.{k}": v for k, v in spec.strategy_sets.items()}
         params |= {f"{SCENARIO_PREFIX}{k}": v for k, v in spec.scenario_sets.items()}
         tracking.log_params(parent_id, params | tracking.versions())
-    return parent_id, finished_cells(client, experiment_id, parent_id)
+    return parent_id, _finished_cells(client, experiment_id, parent_id)
 
 
-def finished_cells(client, experiment_id: str, parent_id: str) -> dict:
+def _finished_cells(client, experiment_id: str, parent_id: str) -> dict:
     """cell key → the latest FINISHED child run of a sweep."""
     runs = client.search_runs(
         [experiment_id],

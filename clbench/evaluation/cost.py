@@ -28,7 +28,7 @@ from torch import nn
 
 from clbench.data.inputs import FiLMInput
 
-MAX_DEPTH = 6
+_MAX_DEPTH = 6
 _CODE = (type, types.FunctionType, types.MethodType, types.ModuleType)
 
 
@@ -114,7 +114,7 @@ class _Walker:
             self.held.question_bytes += sum(t.nelement() * t.element_size() for t in obj.tensors() if t is not None)
         elif isinstance(obj, AvalancheDataset):
             self._dataset(obj)
-        elif depth < MAX_DEPTH:
+        elif depth < _MAX_DEPTH:
             for child in _children(obj):
                 self.visit(child, depth + 1)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-RECOVERY_TOLERANCE = 0.01  # "recovered": within 1 accuracy point of the final value
+_RECOVERY_TOLERANCE = 0.01  # "recovered": within 1 accuracy point of the final value
 
 
 # --- the accuracy matrix ------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def stability_gap(curve: pd.Series) -> float:
     return float(curve.iloc[0] - curve.min())
 
 
-def recovery_iterations(curve: pd.Series, tolerance: float = RECOVERY_TOLERANCE) -> float:
+def recovery_iterations(curve: pd.Series, tolerance: float = _RECOVERY_TOLERANCE) -> float:
     """Iterations from the minimum until the old accuracy is first back within `tolerance` of its final value
     (0 when the minimum already is). NaN for a curve of one point."""
     if len(curve) < 2:

@@ -17,7 +17,7 @@ import torch
 from avalanche.evaluation.metric_definitions import PluginMetric
 from avalanche.evaluation.metric_results import MetricValue
 
-TYPE_METRIC = "Acc_QType"
+_TYPE_METRIC = "Acc_QType"
 TEST_STREAM = "test_stream"
 
 
@@ -28,7 +28,7 @@ def accuracy_key(experience: int) -> str:
 
 
 def type_metric_name(stream: str, experience: int, type_name: str) -> str:
-    return f"{TYPE_METRIC}/eval_phase/{stream}/Exp{experience:03d}/{type_name}"
+    return f"{_TYPE_METRIC}/eval_phase/{stream}/Exp{experience:03d}/{type_name}"
 
 
 class QuestionTypeAccuracy(PluginMetric[dict[str, float]]):
@@ -74,7 +74,7 @@ class QuestionTypeAccuracy(PluginMetric[dict[str, float]]):
         ]
 
     def __str__(self) -> str:
-        return TYPE_METRIC
+        return _TYPE_METRIC
 
 
 class Predictions(PluginMetric[dict[int, np.ndarray]]):
@@ -114,9 +114,9 @@ class Predictions(PluginMetric[dict[int, np.ndarray]]):
 # --- gamma/beta: how FiLM conditions the network (the paper's Section 7.1 and Figure 5) ----------------------
 
 NEAR_ZERO = 0.05  # |value| below this counts as "zero": the paper's sharp peak, a feature map switched off
-HISTOGRAM_RANGE = (-10.0, 10.0)  # fine-tuned generators spread gamma/beta to a std of ~4
+_HISTOGRAM_RANGE = (-10.0, 10.0)  # fine-tuned generators spread gamma/beta to a std of ~4
 HISTOGRAM_BINS = 400
-PARAMETERS = ("gamma", "beta")
+_PARAMETERS = ("gamma", "beta")
 
 
 @dataclass
@@ -127,7 +127,7 @@ class FiLMSnapshot:
     eval loader does not shuffle, so snapshots of one test set pair question by question for the drift).
     """
 
-    histogram: torch.Tensor  # [2, blocks, bins] counts within HISTOGRAM_RANGE
+    histogram: torch.Tensor  # [2, blocks, bins] counts within _HISTOGRAM_RANGE
     outside: torch.Tensor  # [2, blocks, 2] counts below / above the range
     total: torch.Tensor  # [2, blocks, channels] sum of values
     total_sq: torch.Tensor  # [2, blocks, channels] sum of squares
@@ -149,7 +149,7 @@ class FiLMSnapshot:
         n = max(self.count, 1)
         for label, sel in [*((f"block{b + 1}", slice(b, b + 1)) for b in range(self.blocks)), ("all", slice(None))]:
             row = {}
-            for p, name in enumerate(PARAMETERS):
+            for p, name in enumerate(_PARAMETERS):
                 values = self.total[p, sel].numel() * n
                 mean = self.total[p, sel].sum().item() / values
                 var = self.total_sq[p, sel].sum().item() / values - mean**2
@@ -162,10 +162,10 @@ class FiLMSnapshot:
 
     def histogram_frame(self) -> pd.DataFrame:
         """Long format: parameter, block, bin_left, bin_right, count (all blocks summed as block 'all')."""
-        low, high = HISTOGRAM_RANGE
+        low, high = _HISTOGRAM_RANGE
         edges = np.linspace(low, high, HISTOGRAM_BINS + 1).round(6)
         frames = []
-        for p, name in enumerate(PARAMETERS):
+        for p, name in enumerate(_PARAMETERS):
             per_block = [(f"block{b + 1}", self.histogram[p, b]) for b in range(self.blocks)]
             for label, counts in [*per_block, ("all", self.histogram[p].sum(0))]:
                 frames.append(
@@ -254,7 +254,7 @@ class FiLMStatistics(PluginMetric[dict[int, FiLMSnapshot]]):
                 **{k: torch.zeros(2, blocks, channels) for k in ("total", "total_sq", "negative", "near_zero")},
             }
         stats = current["stats"]
-        low, high = HISTOGRAM_RANGE
+        low, high = _HISTOGRAM_RANGE
         per_block = values.permute(0, 2, 1, 3).flatten(2)  # [2, blocks, B * channels]
         bins = ((per_block - low) / (high - low) * HISTOGRAM_BINS).floor().long()
         inside = (bins >= 0) & (bins < HISTOGRAM_BINS)

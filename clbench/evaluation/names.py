@@ -88,12 +88,12 @@ def reference_accuracy(reference: str, test: str) -> str:
     return f"reference/{reference}/{test}"
 
 
-CONTINUAL_PREFIX = "continual/during_"
+_CONTINUAL_PREFIX = "continual/during_"
 
 
 def continual(during: str, test: str) -> str:
     """Stepped: accuracy on the subset of `test` at each evaluated iteration of experience `during`."""
-    return f"{CONTINUAL_PREFIX}{during}/{test}"
+    return f"{_CONTINUAL_PREFIX}{during}/{test}"
 
 
 def continual_measure(during: str, test: str, stat: str) -> str:

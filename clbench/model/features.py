@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1  # bump when extraction changes (normalisation, layout, dtype): old caches then stop matching
-STEM = "resnet101"
+_STEM = "resnet101"
 FLUSH_EVERY_S = 10.0  # how much extraction a kill can lose
 BUILD = "python -m clbench data features DATA"
 
@@ -97,9 +97,9 @@ def weights_identity(weights: str) -> str:
 
 
 def _name(split: str, size: tuple[int, int], identity: str, image_fingerprint: str) -> tuple[str, str]:
-    digest = hashlib.sha256(f"clbench-features v{FORMAT_VERSION} {STEM} {identity}\n{image_fingerprint}".encode())
+    digest = hashlib.sha256(f"clbench-features v{FORMAT_VERSION} {_STEM} {identity}\n{image_fingerprint}".encode())
     fingerprint = digest.hexdigest()
-    return f"{split}_{size[0]}x{size[1]}_{STEM}-{identity}_{fingerprint[:20]}", fingerprint
+    return f"{split}_{size[0]}x{size[1]}_{_STEM}-{identity}_{fingerprint[:20]}", fingerprint
 
 
 def _open_valid(sidecar: Path, fingerprint: str) -> FeatureCache | None:

@@ -21,7 +21,7 @@ from clbench.data.inputs import FiLMInput
 from clbench.data.scene_maps import CHANNELS as SCENE_CHANNELS
 from clbench.data.vocab import SPECIALS, UNK
 
-UNK_INDEX = SPECIALS.index(UNK)
+_UNK_INDEX = SPECIALS.index(UNK)
 
 # ImageNet statistics: the raw-pixel stem learns its own scale, but both stems see the same normalised input.
 _MEAN = (0.485, 0.456, 0.406)
@@ -110,7 +110,7 @@ class GrowingEmbedding(DynamicModule):
     def forward(self, tokens: Tensor) -> Tensor:
         # Words newer than this embedding read as <UNK>: what they are to a model that never saw them. Only a
         # copy kept from an earlier experience (LwF's teacher, an old model in a buffer method) meets them.
-        return self.embedding(tokens.where(tokens < self.embedding.num_embeddings, UNK_INDEX))
+        return self.embedding(tokens.where(tokens < self.embedding.num_embeddings, _UNK_INDEX))
 
 
 class FiLMGenerator(nn.Module):
@@ -140,7 +140,7 @@ class FiLMGenerator(nn.Module):
         return gammas, betas
 
 
-def coordinate_maps(x: Tensor) -> Tensor:
+def _coordinate_maps(x: Tensor) -> Tensor:
     """Two maps of x and y positions in [-1, 1], so 1×1 convs can reason about where things are."""
     b, _, h, w = x.shape
     ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
@@ -148,8 +148,8 @@ def coordinate_maps(x: Tensor) -> Tensor:
     return torch.cat([xs, ys], dim=1)
 
 
-def with_coords(x: Tensor, use_coords: bool) -> Tensor:
-    return torch.cat([x, coordinate_maps(x)], dim=1) if use_coords else x
+def _with_coords(x: Tensor, use_coords: bool) -> Tensor:
+    return torch.cat([x, _coordinate_maps(x)], dim=1) if use_coords else x
 
 
 class FiLMedResBlock(nn.Module):
@@ -164,7 +164,7 @@ class FiLMedResBlock(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
-        residual = F.relu(self.input_proj(with_coords(x, self.use_coords)))
+        residual = F.relu(self.input_proj(_with_coords(x, self.use_coords)))
         out = self.bn(self.conv(self.dropout(residual)))
         out = F.relu(gamma[:, :, None, None] * out + beta[:, :, None, None])
         return out + residual
@@ -207,7 +207,7 @@ class Classifier(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.proj(with_coords(x, self.use_coords))
+        x = self.proj(_with_coords(x, self.use_coords))
         return self.mlp(torch.amax(x, dim=(2, 3)))
 
 
@@ -247,7 +247,7 @@ def pixel_stem(config: ModelConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def scene_stem(config: ModelConfig) -> nn.Sequential:
+def _scene_stem(config: ModelConfig) -> nn.Sequential:
     """The paper's stem for precomputed features (3×3 conv + BN + ReLU), over the scene map's attribute channels."""
     return nn.Sequential(
         nn.Conv2d(len(SCENE_CHANNELS), config.module_dim, kernel_size=3, padding=1),
@@ -259,8 +259,8 @@ def scene_stem(config: ModelConfig) -> nn.Sequential:
 RESNET_CHANNELS = 1024  # ResNet-101 conv4 (layer3): what the paper's main model reads, 1024×14×14 at 224×224
 RESNET_WEIGHTS = ("imagenet", "random")
 FEATURE_DTYPE = torch.float16  # how the feature cache stores them (half the bytes; ample for post-ReLU features)
-RANDOM_WEIGHTS_SEED = 0
-RANDOM_RESIDUAL_SCALE = 0.2  # keeps random features at pretrained ones' scale (max ~2)
+_RANDOM_WEIGHTS_SEED = 0
+_RANDOM_RESIDUAL_SCALE = 0.2  # keeps random features at pretrained ones' scale (max ~2)
 
 
 def normalise_pixels(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -288,11 +288,11 @@ def resnet_backbone(weights: str) -> nn.Module:
         from torchvision.models.resnet import Bottleneck
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            torch.manual_seed(_RANDOM_WEIGHTS_SEED)
             backbone = resnet101(weights=None)
         for block in backbone.modules():  # unscaled, activations grow past fp16's range over layer3's 23 blocks
             if isinstance(block, Bottleneck):
-                nn.init.constant_(block.bn3.weight, RANDOM_RESIDUAL_SCALE)
+                nn.init.constant_(block.bn3.weight, _RANDOM_RESIDUAL_SCALE)
     elif weights == "imagenet":
         backbone = resnet101(weights=_imagenet_weights(ResNet101_Weights.IMAGENET1K_V1))
     else:
@@ -394,7 +394,7 @@ class ResNetStem(nn.Module):
 STEMS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "pixels": pixel_stem,
     "resnet101": ResNetStem,
-    "scene": scene_stem,
+    "scene": _scene_stem,
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-PARAMETER_LABELS = {"gamma": "γ (scale)", "beta": "β (shift)"}
+_PARAMETER_LABELS = {"gamma": "γ (scale)", "beta": "β (shift)"}
 REFERENCE = "before fine-tuning"  # the hue value drawn first, in black
 
 
@@ -58,7 +58,7 @@ def gamma_beta(
             xs, ys = np.append(left, left[-1] + width[-1]), np.append(density, density[-1])
             ax.step(xs, ys, where="post", label=label, **style)
         ax.axvline(0, color="grey", lw=0.6, ls=":")
-        ax.set_xlabel(PARAMETER_LABELS[parameter])
+        ax.set_xlabel(_PARAMETER_LABELS[parameter])
         ax.set_ylabel("density")
         ax.set_xlim(*_visible_range(part))
     axes[0].legend(fontsize=8, title=hue, title_fontsize=8)

@@ -32,8 +32,8 @@ MEASURES = {
 POINTS = {"learning accuracy", "negative flips", "positive flips", "forward transfer", "intransigence"}
 POINTS |= {"stability gap", "min-ACC", "WC-ACC"}  # shown ×100 (points or %); the others as they are
 
-COMPARED = {"forgetting": metric_names.AVERAGE_FORGETTING, "new-task accuracy": "new_task_accuracy"}
-BASELINE = "naive"
+_COMPARED = {"forgetting": metric_names.AVERAGE_FORGETTING, "new-task accuracy": "new_task_accuracy"}
+_BASELINE = "naive"
 
 
 def with_derived(cells: pd.DataFrame, last_test: str) -> pd.DataFrame:
@@ -69,18 +69,18 @@ def measures_table(cells: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 def comparison_table(cells: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
     """Every strategy against naive fine-tuning with the same settings, cells paired by seed: the mean
     difference, its 95 % t-interval, the paired t-test's p-value and whether it is significant."""
-    if BASELINE not in set(cells["strategy"]):
+    if _BASELINE not in set(cells["strategy"]):
         return pd.DataFrame()
     rows = {}
     groups = cells.groupby(settings, sort=False) if settings else [((), cells)]
     for keys, part in groups:
         keys = keys if isinstance(keys, tuple) else (keys,)
-        base = part[part["strategy"] == BASELINE].set_index("seed")
-        for strategy, other in part[part["strategy"] != BASELINE].groupby("strategy", sort=False):
+        base = part[part["strategy"] == _BASELINE].set_index("seed")
+        for strategy, other in part[part["strategy"] != _BASELINE].groupby("strategy", sort=False):
             other = other.set_index("seed")
             seeds = sorted(set(base.index) & set(other.index))
             row: dict[str, Any] = {}
-            for name, column in COMPARED.items():
+            for name, column in _COMPARED.items():
                 if column not in part:
                     continue
                 result = measures.paired_difference(other.loc[seeds, column].tolist(), base.loc[seeds, column].tolist())
@@ -96,7 +96,7 @@ def comparison_table(cells: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
 def comparison_markdown(table: pd.DataFrame) -> pd.DataFrame:
     """The comparison as text: Δ ± CI in points, the p-value, and whether the paired test finds a difference."""
     out = pd.DataFrame(index=table.index)
-    for name in COMPARED:
+    for name in _COMPARED:
         if f"{name}_difference" not in table:
             continue
         diff, ci = 100 * table[f"{name}_difference"], 100 * table[f"{name}_ci"]
@@ -104,7 +104,7 @@ def comparison_markdown(table: pd.DataFrame) -> pd.DataFrame:
         out[f"Δ {name} (pts)"] = text.where(diff.notna(), "–")
         out[f"p ({name})"] = table[f"{name}_p"].map(lambda p: "–" if p != p else f"{p:.3f}")
         out[f"differs ({name})"] = np.where(table[f"{name}_significant"], "yes", "no")
-    first = next(iter(COMPARED))
+    first = next(iter(_COMPARED))
     if f"{first}_n" in table:
         out["seeds"] = table[f"{first}_n"]
     return out

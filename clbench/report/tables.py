@@ -24,7 +24,7 @@ def final_table(runs: SweepRuns) -> pd.DataFrame:
     return mean_ci(at_largest_fraction(runs.cells), ["strategy", *runs.settings], columns)
 
 
-COST = {
+_COST = {
     "train time (s)": metric_names.TRAIN_TIME,
     "wall time (s)": metric_names.WALL_TIME,
     "strategy memory (MB)": metric_names.HELD_BYTES,
@@ -36,7 +36,7 @@ COST = {
 def cost_table(runs: SweepRuns) -> pd.DataFrame:
     """Per strategy and setting, at the largest fraction: what a run cost (sweeps from before costs were logged:
     wall time only)."""
-    return mean_ci(at_largest_fraction(runs.cells), ["strategy", *runs.settings], COST)
+    return mean_ci(at_largest_fraction(runs.cells), ["strategy", *runs.settings], _COST)
 
 
 def accuracy_table(runs: SweepRuns) -> pd.DataFrame:

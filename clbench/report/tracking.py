@@ -21,7 +21,7 @@ from avalanche.logging import BaseLogger
 from clbench.core.errors import ConfigError
 from clbench.core.locks import process_alive
 
-DEFAULT_STORE = "mlflow.db"
+_DEFAULT_STORE = "mlflow.db"
 
 # Tags that tie a sweep's runs together, shared by the sweep that writes them and the report that reads them.
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs under
@@ -36,7 +36,7 @@ def tracking_uri(explicit: str | None = None) -> str:
     """`--tracking-uri`, else `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working folder."""
     if explicit:
         return explicit
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_STORE}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / _DEFAULT_STORE}"
 
 
 def configure(uri: str) -> None:
@@ -198,7 +198,7 @@ class MLflowLogger(BaseLogger):
 
 
 PID_TAG, HOST_TAG = "clbench.pid", "clbench.host"
-DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as an experiment's (or run's) description
+_DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as an experiment's (or run's) description
 
 
 def run_name(strategy: str, scenario: str, settings: Mapping[str, Any], seed: int) -> str:
@@ -211,7 +211,7 @@ def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-EXPERIMENT_DESCRIPTION = """clbench runs: a FiLM model trained experience by experience.
+_EXPERIMENT_DESCRIPTION = """clbench runs: a FiLM model trained experience by experience.
 
 Run names read strategy · scenario · its settings · seed. Columns to compare on:
 - `average_accuracy`, `final_accuracy/<test>`: accuracy at the end;
@@ -231,8 +231,8 @@ def describe_experiment(experiment_id: str) -> None:
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    if DESCRIPTION_TAG not in client.get_experiment(experiment_id).tags:
-        client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
+    if _DESCRIPTION_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, _DESCRIPTION_TAG, _EXPERIMENT_DESCRIPTION)
 
 
 def end_orphaned_runs(experiment: str) -> list[str]:

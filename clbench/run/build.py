@@ -26,7 +26,7 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def resolve_data_root(config: RunConfig, scenario: Scenario, progress: bool = True) -> Path:
+def _resolve_data_root(config: RunConfig, scenario: Scenario, progress: bool = True) -> Path:
     """`--data`, or the scenario's generated world (made on first use, reused afterwards)."""
     if config.data.root is not None:
         return Path(config.data.root)
@@ -44,7 +44,7 @@ def build_benchmark(
     as a resumed run that started from pixels must go on)."""
     scenario = scenario or load_scenario(DEFAULT_SCENARIO)
     context = BuildContext(
-        root=resolve_data_root(config, scenario, progress),
+        root=_resolve_data_root(config, scenario, progress),
         image_size=(config.model.image_height, config.model.image_width),
         seed=config.seed,
         min_word_count=config.data.min_word_count,

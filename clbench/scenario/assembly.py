@@ -38,8 +38,8 @@ from clbench.data.vocab import AnswerVocabulary, Vocabulary, answer_vocabulary, 
 from clbench.model.features import find_feature_cache, weights_identity
 from clbench.model.film import require_weights
 
-NO_TYPE = "humans"  # questions without a program (CLEVR-Humans) have no CLEVR type
-TYPE_NAMES: tuple[str, ...] = (*QUESTION_TYPES, NO_TYPE)
+_NO_TYPE = "humans"  # questions without a program (CLEVR-Humans) have no CLEVR type
+TYPE_NAMES: tuple[str, ...] = (*QUESTION_TYPES, _NO_TYPE)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def _encode(part: Part, answers: AnswerVocabulary, type_names: Sequence[str]) ->
         raise DataError(f"{part.name} holds no questions", "check the scenario's parameters and the data")
     tokens = [part.vocab.encode(tokenize(r.question)) for r in part.records]
     answer_ids = np.array([answers.encode(r.answer) for r in part.records], dtype=np.int64)  # type: ignore[arg-type]
-    types = np.array([type_names.index(r.question_type or NO_TYPE) for r in part.records], dtype=np.int64)
+    types = np.array([type_names.index(r.question_type or _NO_TYPE) for r in part.records], dtype=np.int64)
     return _Encoded(part.name, part.records, tokens, answer_ids, types)
 
 

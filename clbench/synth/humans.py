@@ -16,20 +16,20 @@ from clbench.data.spec import ATTRIBUTES
 from clbench.synth.balance import AnswerBalancer
 from clbench.synth.presets import SynthPreset
 
-SHAPE_WORDS = {
+_SHAPE_WORDS = {
     "cube": ("block", "box", "cube"),
     "sphere": ("ball", "sphere", "orb"),
     "cylinder": ("can", "tube", "cylinder"),
 }
-PLURAL = {"box": "boxes"}
-THING_WORDS = ("object", "thing", "item")
-MATERIAL_WORDS = {"metal": ("shiny", "metallic", "reflective"), "rubber": ("matte", "dull", "rubbery")}
-SIZE_WORDS = {"large": ("big", "huge", "large"), "small": ("tiny", "little", "small")}
-COLOR_WORDS = {c: (c,) for c in ATTRIBUTES["color"]} | {
+_PLURAL = {"box": "boxes"}
+_THING_WORDS = ("object", "thing", "item")
+_MATERIAL_WORDS = {"metal": ("shiny", "metallic", "reflective"), "rubber": ("matte", "dull", "rubbery")}
+_SIZE_WORDS = {"large": ("big", "huge", "large"), "small": ("tiny", "little", "small")}
+_COLOR_WORDS = {c: (c,) for c in ATTRIBUTES["color"]} | {
     "gray": ("grey", "gray"),
     "cyan": ("cyan", "teal", "aqua"),
 }
-COLOR_NOUNS = ("color", "colour", "hue")
+_COLOR_NOUNS = ("color", "colour", "hue")
 _ADJECTIVE_ATTRIBUTES = ("size", "color", "material")
 
 
@@ -49,16 +49,16 @@ class _Scene:
         self.rng = rng
 
     def word(self, attribute: str, value: str) -> str:
-        table = {"shape": SHAPE_WORDS, "material": MATERIAL_WORDS, "size": SIZE_WORDS, "color": COLOR_WORDS}
+        table = {"shape": _SHAPE_WORDS, "material": _MATERIAL_WORDS, "size": _SIZE_WORDS, "color": _COLOR_WORDS}
         return self.rng.choice(table[attribute][value])
 
     def phrase(self, spec: Mapping[str, str], plural: bool = False) -> str:
         """A loose noun phrase: adjectives in any order, shape by a synonym, or a plain "thing"."""
         adjectives = [self.word(a, spec[a]) for a in _ADJECTIVE_ATTRIBUTES if a in spec]
         self.rng.shuffle(adjectives)
-        head = self.word("shape", spec["shape"]) if "shape" in spec else self.rng.choice(THING_WORDS)
+        head = self.word("shape", spec["shape"]) if "shape" in spec else self.rng.choice(_THING_WORDS)
         if plural:
-            head = PLURAL.get(head, head + "s")
+            head = _PLURAL.get(head, head + "s")
         return " ".join([*adjectives, head])
 
     def matching(self, spec: Mapping[str, str]) -> list[int]:
@@ -163,7 +163,7 @@ def _query(s: _Scene, attribute: str | None) -> tuple[str, str] | None:
     if spec is None:
         return None
     template = s.rng.choice(_QUERY_WORDS[attribute])
-    text = template.format(x=s.the(s.phrase(spec)), c=s.rng.choice(COLOR_NOUNS))
+    text = template.format(x=s.the(s.phrase(spec)), c=s.rng.choice(_COLOR_NOUNS))
     return text, s.objects[target][attribute]
 
 
@@ -192,7 +192,7 @@ def _compare_attribute(s: _Scene, attribute: str | None) -> tuple[str, str] | No
     if one is None or other is None:
         return None
     template = s.rng.choice(_SAME_WORDS[attribute])
-    text = template.format(a=s.the(s.phrase(one)), b=s.the(s.phrase(other)), c=s.rng.choice(COLOR_NOUNS))
+    text = template.format(a=s.the(s.phrase(one)), b=s.the(s.phrase(other)), c=s.rng.choice(_COLOR_NOUNS))
     return text, _yes(s.objects[first][attribute] == s.objects[second][attribute])
 
 
@@ -242,7 +242,7 @@ def _extreme(s: _Scene) -> tuple[int, str]:
     end = s.rng.choice(tuple(_EXTREMES))
     axis, sign, before, after = _EXTREMES[end]
     pool = list(range(len(s.objects)))
-    head = s.rng.choice(THING_WORDS)
+    head = s.rng.choice(_THING_WORDS)
     if s.rng.random() < 0.3:
         shape = s.objects[s.rng.choice(pool)]["shape"]
         among = [i for i in pool if s.objects[i]["shape"] == shape]
@@ -269,7 +269,7 @@ _EXTREME_QUERY: dict[str, tuple[str, ...]] = {
 def _extreme_query(s: _Scene, attribute: str | None) -> tuple[str, str]:
     attribute = attribute or "color"
     target, words = _extreme(s)
-    text = s.rng.choice(_EXTREME_QUERY[attribute]).format(x=words, c=s.rng.choice(COLOR_NOUNS))
+    text = s.rng.choice(_EXTREME_QUERY[attribute]).format(x=words, c=s.rng.choice(_COLOR_NOUNS))
     return text, s.objects[target][attribute]
 
 
@@ -302,7 +302,7 @@ def _distinct(s: _Scene, attribute: str | None) -> tuple[str, str] | None:
             return None
         among = s.rng.choice(("are among the {g}", "do the {g} have", "are there among the {g}"))
         among = among.format(g=s.phrase(group, plural=True))
-    text = s.rng.choice(_DISTINCT_WORDS[attribute]).format(c=s.rng.choice(COLOR_NOUNS), among=among)
+    text = s.rng.choice(_DISTINCT_WORDS[attribute]).format(c=s.rng.choice(_COLOR_NOUNS), among=among)
     return text, str(len({s.objects[i][attribute] for i in members}))
 
 
@@ -313,7 +313,7 @@ def _all(s: _Scene, detail: str | None) -> tuple[str, str] | None:
     value = s.rng.choice([s.objects[s.rng.choice(members)][property_attribute], *ATTRIBUTES[property_attribute]])
     said = s.word(property_attribute, value)
     if property_attribute == "shape":
-        said = PLURAL.get(said, said + "s")
+        said = _PLURAL.get(said, said + "s")
     many = s.phrase(group, plural=True)
     text = s.rng.choice((f"are all the {many} {said}", f"are all {many} {said}", f"are the {many} all {said}"))
     return text, _yes(all(s.objects[i][property_attribute] == value for i in members))
@@ -324,7 +324,7 @@ def _count_not(s: _Scene, detail: str | None) -> tuple[str, str]:
     value = s.rng.choice(s.objects)[attribute]
     said = s.word(attribute, value)
     if attribute == "shape":
-        many = PLURAL.get(said, said + "s")
+        many = _PLURAL.get(said, said + "s")
         text = s.rng.choice((f"how many objects are not {many}", f"how many things aren't {many}"))
     else:
         text = s.rng.choice((f"how many things are not {said}", f"how many non-{said} objects are there"))

@@ -20,8 +20,8 @@ from clbench.synth.balance import AnswerBalancer
 from clbench.synth.presets import SynthPreset
 
 ORDER: tuple[str, ...] = ("size", "color", "material", "shape")  # CLEVR's adjective and filter order
-RELATION_TEXT = {"left": "left of", "right": "right of", "front": "in front of", "behind": "behind"}
-COMPARISONS = ("equal_integer", "less_than", "greater_than")
+_RELATION_TEXT = {"left": "left of", "right": "right of", "front": "in front of", "behind": "behind"}
+_COMPARISONS = ("equal_integer", "less_than", "greater_than")
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def noun(spec: Mapping[str, str], rng: random.Random, plural: bool = False) -> s
     return " ".join(words)
 
 
-def article(phrase: str) -> str:
+def _article(phrase: str) -> str:
     return f"an {phrase}" if phrase[0] in "aeiou" else f"a {phrase}"
 
 
@@ -129,7 +129,7 @@ class _Context:
                 continue
             node = program.filters(program.add("relate", [described[0]], relation), spec)
             that = self.rng.choice(("that is ", ""))
-            phrase = f"{noun(spec, self.rng)} {that}{RELATION_TEXT[relation]} the {described[1]}"
+            phrase = f"{noun(spec, self.rng)} {that}{_RELATION_TEXT[relation]} the {described[1]}"
             return program.add("unique", [node]), phrase
         return None
 
@@ -165,7 +165,7 @@ def _same_phrase(attribute: str, rng: random.Random) -> str:
 def _exist(ctx: _Context, program: _Program, detail: str | None) -> str:
     spec = ctx.spec()
     program.add("exist", [program.filters(program.add("scene"), spec)])
-    return ctx.rng.choice((f"Are there any {noun(spec, ctx.rng, True)}?", f"Is there {article(noun(spec, ctx.rng))}?"))
+    return ctx.rng.choice((f"Are there any {noun(spec, ctx.rng, True)}?", f"Is there {_article(noun(spec, ctx.rng))}?"))
 
 
 def _related_filtered(ctx: _Context, program: _Program) -> tuple[int, dict, str] | None:
@@ -177,7 +177,7 @@ def _related_filtered(ctx: _Context, program: _Program) -> tuple[int, dict, str]
     relation = ctx.rng.choice(RELATIONS)
     spec = ctx.spec(ctx.relationships[relation][anchor], least=0)
     node = program.filters(program.add("relate", [described[0]], relation), spec)
-    return node, spec, f"{RELATION_TEXT[relation]} the {described[1]}"
+    return node, spec, f"{_RELATION_TEXT[relation]} the {described[1]}"
 
 
 def _exist_relate(ctx: _Context, program: _Program, detail: str | None) -> str | None:
@@ -189,7 +189,7 @@ def _exist_relate(ctx: _Context, program: _Program, detail: str | None) -> str |
     return ctx.rng.choice(
         (
             f"Are there any {noun(spec, ctx.rng, True)} {where}?",
-            f"Is there {article(noun(spec, ctx.rng))} {where}?",
+            f"Is there {_article(noun(spec, ctx.rng))} {where}?",
         )
     )
 
@@ -259,8 +259,8 @@ def _count_intersect(ctx: _Context, program: _Program, detail: str | None) -> st
     spec = ctx.spec(least=0)
     program.add("count", [program.filters(both, spec)])
     return (
-        f"How many {noun(spec, ctx.rng, True)} are both {RELATION_TEXT[r1]} the {one[1]}"
-        f" and {RELATION_TEXT[r2]} the {other[1]}?"
+        f"How many {noun(spec, ctx.rng, True)} are both {_RELATION_TEXT[r1]} the {one[1]}"
+        f" and {_RELATION_TEXT[r2]} the {other[1]}?"
     )
 
 
@@ -302,7 +302,7 @@ def _compare_counts(ctx: _Context, program: _Program, comparison: str | None, re
             return None
         relation = ctx.rng.choice(RELATIONS)
         a = program.filters(program.add("relate", [described[0]], relation), first)
-        where = f" {RELATION_TEXT[relation]} the {described[1]}"
+        where = f" {_RELATION_TEXT[relation]} the {described[1]}"
     else:
         a = program.filters(program.add("scene"), first)
     count_a = program.add("count", [a])
@@ -329,7 +329,7 @@ def _query(ctx: _Context, program: _Program, attribute: str | None, hops: int) -
         return None
     program.add(f"query_{attribute}", [described[0]])
     if ctx.rng.random() < 0.2:
-        return f"There is {article(described[1])}; {_QUERY_IT[attribute]}?"
+        return f"There is {_article(described[1])}; {_QUERY_IT[attribute]}?"
     return _capital(ctx.rng.choice(_QUERY_TEXT[attribute]).format(x=described[1]))
 
 
@@ -417,7 +417,7 @@ def _detail(question_type: str, rng: random.Random) -> str | None:
     if question_type in ("query_attribute", "compare_attribute"):
         return rng.choice(ORDER)
     if question_type == "compare_integer":
-        return rng.choice(COMPARISONS)
+        return rng.choice(_COMPARISONS)
     return None
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from clbench.data.spec import COLORS, MATERIALS, RELATIONS, SHAPES, SIZES
 from clbench.synth.presets import SynthPreset
 
-WORLD_HALF = 3.0  # object centres lie in [-3, 3] × [-3, 3], as in CLEVR
+_WORLD_HALF = 3.0  # object centres lie in [-3, 3] × [-3, 3], as in CLEVR
 RADIUS: dict[str, float] = {"large": 0.8, "small": 0.4}  # large is exactly twice small
-CUBE_HALF_SIDE = 0.8  # a cube's half side, as a share of its size's radius: it looks as big as a sphere
-RELATION_EPSILON = 0.2  # CLEVR's margin: j is `r` of i when (c_j - c_i) · d_r > epsilon
-CAMERA_DISTANCE = 12.0  # only sets the depth written in pixel_coords
+_CUBE_HALF_SIDE = 0.8  # a cube's half side, as a share of its size's radius: it looks as big as a sphere
+_RELATION_EPSILON = 0.2  # CLEVR's margin: j is `r` of i when (c_j - c_i) · d_r > epsilon
+_CAMERA_DISTANCE = 12.0  # only sets the depth written in pixel_coords
 
 DIRECTIONS: dict[str, list[float]] = {
     "right": [1.0, 0.0, 0.0],
@@ -31,9 +31,9 @@ DIRECTIONS: dict[str, list[float]] = {
 }
 
 
-def half_height(shape: str, size: str) -> float:
+def _half_height(shape: str, size: str) -> float:
     """Half the object's height, which is also its centre's z (CLEVR's 3d_coords z)."""
-    return round(RADIUS[size] * (CUBE_HALF_SIDE if shape == "cube" else 1.0), 4)
+    return round(RADIUS[size] * (_CUBE_HALF_SIDE if shape == "cube" else 1.0), 4)
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Camera:
     def fit(cls, width: int, height: int, elevation_deg: float) -> Camera:
         """The largest scale that keeps every possible object inside the image."""
         sin_e, cos_e = _sin_cos(elevation_deg)
-        reach = WORLD_HALF + max(RADIUS.values())
+        reach = _WORLD_HALF + max(RADIUS.values())
         v_low = -reach * sin_e
         v_high = reach * sin_e + 2 * max(RADIUS.values()) * cos_e
         scale = min(0.96 * width / (2 * reach), 0.96 * height / (v_high - v_low))
@@ -63,14 +63,14 @@ class Camera:
         sin_e, cos_e = _sin_cos(self.elevation_deg)
         column = self.center_x + self.scale * x
         row = self.center_y - self.scale * (y * sin_e + z * cos_e)
-        return column, row, CAMERA_DISTANCE + y * cos_e - z * sin_e
+        return column, row, _CAMERA_DISTANCE + y * cos_e - z * sin_e
 
 
 def _sin_cos(degrees: float) -> tuple[float, float]:
     return math.sin(math.radians(degrees)), math.cos(math.radians(degrees))
 
 
-def compute_relationships(objects: Sequence[Mapping], epsilon: float = RELATION_EPSILON) -> dict[str, list]:
+def _compute_relationships(objects: Sequence[Mapping], epsilon: float = _RELATION_EPSILON) -> dict[str, list]:
     """CLEVR's rule: ``relationships[r][i]`` lists each j with (coords_j - coords_i) · directions[r] > eps."""
     relationships: dict[str, list] = {}
     for relation in RELATIONS:
@@ -143,8 +143,8 @@ def sample_objects(
                 color = rng.choice(palettes[shape])
             rotation = round(rng.uniform(0.0, 360.0), 3)
             for _attempt in range(40):
-                x = round(rng.uniform(-WORLD_HALF, WORLD_HALF), 3)
-                y = round(rng.uniform(-WORLD_HALF, WORLD_HALF), 3)
+                x = round(rng.uniform(-_WORLD_HALF, _WORLD_HALF), 3)
+                y = round(rng.uniform(-_WORLD_HALF, _WORLD_HALF), 3)
                 if _fits(x, y, RADIUS[size], placed, preset):
                     break
             else:
@@ -155,7 +155,7 @@ def sample_objects(
                     "size": size,
                     "rotation": rotation,
                     "shape": shape,
-                    "3d_coords": [x, y, half_height(shape, size)],
+                    "3d_coords": [x, y, _half_height(shape, size)],
                     "material": material,
                 }
             )
@@ -171,7 +171,7 @@ def make_scene(objects: list[dict], camera: Camera, split: str, index: int) -> d
     return {
         "image_index": index,
         "objects": objects,
-        "relationships": compute_relationships(objects),
+        "relationships": _compute_relationships(objects),
         "image_filename": image_filename(split, index),
         "split": split,
         "directions": {name: list(vector) for name, vector in DIRECTIONS.items()},

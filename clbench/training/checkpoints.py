@@ -112,7 +112,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 # The iteration counters of Avalanche's clock: the steps every training metric is logged at. Restored with a
 # state, so a resumed or cached run logs its iterations at the steps the run that trained them would have.
-CLOCK_COUNTERS = ("train_iterations", "train_exp_iterations", "total_iterations")
+_CLOCK_COUNTERS = ("train_iterations", "train_exp_iterations", "total_iterations")
 
 
 @dataclass
@@ -133,7 +133,7 @@ class TrainingState:
             optimizer=copy.deepcopy(strategy.optimizer.state_dict()),
             rng=rng_state(),
             scaler=scaler.state_dict() if scaler is not None else None,
-            clock={name: int(getattr(strategy.clock, name)) for name in CLOCK_COUNTERS},
+            clock={name: int(getattr(strategy.clock, name)) for name in _CLOCK_COUNTERS},
         )
 
     def restore(self, strategy) -> None:
@@ -266,7 +266,7 @@ def run_path(run_id: str) -> Path:
     return checkpoint_dir() / "runs" / f"{run_id}.pt"
 
 
-def save_run(checkpoint: RunCheckpoint) -> Path:
+def _save_run(checkpoint: RunCheckpoint) -> Path:
     return _save_atomic(checkpoint.to_blob(), run_path(checkpoint.run_id))
 
 
@@ -338,7 +338,7 @@ class Checkpointer(SupervisedPlugin):
         self.checkpoint.epochs_done = self._epochs
         self.checkpoint.current = TrainingState.capture(strategy)
         if self.write:
-            save_run(self.checkpoint)
+            _save_run(self.checkpoint)
 
     def experience_ending(self, strategy) -> None:
         self._restore_pending(strategy)  # a replayed experience: no epoch ran, its end is the saved one
@@ -357,4 +357,4 @@ class Checkpointer(SupervisedPlugin):
             self.checkpoint.experience, self.checkpoint.epochs_done, self.checkpoint.current = i + 1, 0, None
         self.checkpoint.logged = max(self.checkpoint.logged, i + 1)
         if self.write:
-            save_run(self.checkpoint)
+            _save_run(self.checkpoint)
