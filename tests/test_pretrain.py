@@ -35,6 +35,13 @@ def _pretrain(folder: Path, *extra: str, env: dict | None = None) -> subprocess.
     )
 
 
+def _run_tiny(cwd: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "clbench", "run", "--preset", "tiny", "--no-progress", *extra],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False,
+    )  # fmt: skip
+
+
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return torch.load(folder / pretrain.CHECKPOINT, weights_only=True)["model"]
 
@@ -90,19 +97,13 @@ def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env)
     assert (shipped / "tiny-test.png").is_file()
     assert record["validation"]["per_type"].keys() >= {"exist", "count"}
 
-    run = subprocess.run(
-        [sys.executable, "-m", "clbench", "run", "--preset", "tiny", "--strategy", "ewc", "--no-progress"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
-    )  # fmt: skip
+    run = _run_tiny(tmp_path, env, "--strategy", "ewc")
     assert run.returncode == 0, run.stderr
     assert "experience 0: the shipped model tiny-test" in run.stderr
     first_row = next(line for line in run.stdout.splitlines() if line.startswith("CLEVR "))
     assert float(first_row.split()[1]) == pytest.approx(100 * record["validation"]["accuracy"], abs=0.05)
 
-    untrained = subprocess.run(
-        [sys.executable, "-m", "clbench", "run", "--preset", "tiny", "--no-progress", "--set", "model.module_dim=4"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300, check=False,
-    )  # fmt: skip
+    untrained = _run_tiny(tmp_path, env, "--set", "model.module_dim=4")
     assert untrained.returncode == 0, untrained.stderr
     assert "no shipped model matches" in untrained.stderr
 

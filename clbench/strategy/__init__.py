@@ -1,5 +1,6 @@
 """The strategy contract and its helpers: the door for strategy authors."""
 
+from clbench.core.registry import parse_value
 from clbench.strategy.contract import (
     STATE_KINDS,
     STRATEGIES,
@@ -7,7 +8,6 @@ from clbench.strategy.contract import (
     available,
     describe_shortcut,
     instantiate,
-    parse_value,
     register,
     require,
     require_buffer,

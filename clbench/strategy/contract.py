@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from clbench.core.errors import ConfigError
-from clbench.core.registry import Plugin, PluginKind, parse_value
+from clbench.core.registry import Plugin, PluginKind
 
 ENTRY_POINT_GROUP = "clbench.strategies"
 
@@ -39,24 +39,6 @@ STATE_KINDS: dict[str, str] = {
 }
 Shortcut = Literal["replay", "replay-ends", "retrain"]
 _SHORTCUTS: dict[str | None, Shortcut] = {"boundaries": "replay", "within-experience": "replay-ends"}
-
-__all__ = [
-    "STATE_KINDS",
-    "STRATEGIES",
-    "Strategy",
-    "available",
-    "describe_shortcut",
-    "instantiate",
-    "parse_value",
-    "register",
-    "require",
-    "require_buffer",
-    "require_non_negative",
-    "require_positive",
-    "resolve",
-    "shortcut",
-    "takes_cache",
-]
 
 
 @dataclass
