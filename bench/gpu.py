@@ -140,7 +140,7 @@ def synthetic_batch(source: str, s: Shapes, batch: int, device: torch.device, se
     """A batch at the real shapes: fp16 features as the cache stores them, or uint8 pixels as the image cache does."""
     from clbench.data.inputs import FiLMInput
     from clbench.data.vocab import answer_vocabulary
-    from clbench.model.film import RESNET_CHANNELS, resnet_feature_size
+    from clbench.model.backbone import RESNET_CHANNELS, resnet_feature_size
 
     g = torch.Generator().manual_seed(seed)
     size = (s.model.image_height, s.model.image_width)
@@ -274,8 +274,8 @@ def experience(source: str, s: Shapes, folder: Path, device: torch.device):
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 
     from clbench.data.cache import ImageCache
+    from clbench.model.backbone import RESNET_CHANNELS, resnet_feature_size
     from clbench.model.features import FeatureBank, FeatureCache
-    from clbench.model.film import RESNET_CHANNELS, resnet_feature_size
     from clbench.scenario.assembly import QuestionAnswerDataset, avalanche_dataset
 
     rng = np.random.default_rng(0)

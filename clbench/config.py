@@ -19,7 +19,8 @@ import yaml
 
 from clbench.core.errors import ConfigError
 from clbench.core.registry import parse_value
-from clbench.model.film import RESNET_WEIGHTS, STEMS, ModelConfig, stem_output_size
+from clbench.model.backbone import RESNET_WEIGHTS
+from clbench.model.film import STEMS, ModelConfig, stem_output_size
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from clbench.cli import main
 from clbench.config import PRESETS, override
 from clbench.data.cache import build_image_cache
 from clbench.model import features
-from clbench.model.film import RESNET_CHANNELS, normalise_pixels, pixel_statistics, resnet_backbone
+from clbench.model.backbone import RESNET_CHANNELS, normalise_pixels, pixel_statistics, resnet_backbone
 from clbench.run.build import build_benchmark, build_model
 from clbench.run.loop import run
 from clbench.training import checkpoints

@@ -35,7 +35,7 @@ from clbench.data.cache import (
     splits_with_images,
     write_sidecar,
 )
-from clbench.model.film import (
+from clbench.model.backbone import (
     FEATURE_DTYPE,
     RESNET_CHANNELS,
     normalise_pixels,

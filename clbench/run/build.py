@@ -9,8 +9,9 @@ import torch
 
 from clbench.config import RunConfig
 from clbench.core.errors import ConfigError
+from clbench.model.backbone import ResNetStem, resnet_backbone
 from clbench.model.features import FeatureBank
-from clbench.model.film import FiLM, ResNetStem, resnet_backbone
+from clbench.model.film import FiLM
 from clbench.scenario.assembly import Benchmark, BuildContext
 from clbench.scenario.contract import DEFAULT as DEFAULT_SCENARIO
 from clbench.scenario.contract import Scenario

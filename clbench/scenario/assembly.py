@@ -35,8 +35,8 @@ from clbench.data.inputs import FiLMInput
 from clbench.data.scene_maps import SceneMaps, build_scene_maps
 from clbench.data.spec import QUESTION_TYPES
 from clbench.data.vocab import AnswerVocabulary, Vocabulary, answer_vocabulary, tokenize
+from clbench.model.backbone import require_weights
 from clbench.model.features import find_feature_cache, weights_identity
-from clbench.model.film import require_weights
 
 _NO_TYPE = "humans"  # questions without a program (CLEVR-Humans) have no CLEVR type
 TYPE_NAMES: tuple[str, ...] = (*QUESTION_TYPES, _NO_TYPE)
