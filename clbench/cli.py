@@ -10,6 +10,7 @@ from pathlib import Path
 from clbench.commands import COMMANDS, DEFAULT_FRACTIONS, DEFAULT_STRATEGIES, image_size
 from clbench.core.console import quiet_libraries
 from clbench.core.errors import ClbenchError, ConfigError
+from clbench.core.registry import require_installed_package
 
 _EXIT_USAGE = 2
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_parser(commands)
     _add_report_parser(commands)
     _add_pretrain_parser(commands)
+    _add_tune_parser(commands)
     commands.add_parser("strategies", help="list the strategies found, with their parameters")
     commands.add_parser("scenarios", help="list the scenarios found, with their parameters and experiences")
     _add_ui_parser(commands)
@@ -134,7 +136,8 @@ def _add_report_parser(commands) -> None:
 def _add_ui_parser(commands) -> None:
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over the tracking store")
     ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--tracking-uri")
+    ui.add_argument("--tracking-uri", help="the store (default: sqlite:///mlflow.db here)")
+    ui.add_argument("--experiment", help="whose runs table it opens on (default: the experiment run last)")
 
 
 def _add_data_parser(commands) -> None:
@@ -199,17 +202,69 @@ def _add_pretrain_parser(commands) -> None:
     pretrain.add_argument("--ship-to", type=Path, help="the folder to ship into (default: the installed package's)")
 
 
+def _add_tune_parser(commands) -> None:
+    tune = commands.add_parser(
+        "tune", help="choose a strategy's parameters on the validation stream (Optuna), then test them on fresh seeds"
+    )
+    tune.add_argument("--strategy", required=True, help="a name (see `strategies`), file.py:Class or module:Class")
+    tune.add_argument("--trials", type=int, default=30, help="trials in all, finished ones included (default: 30)")
+    tune.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME[=SPACE]",
+        help="search these parameters only: log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH or choice:A,B (a bare NAME "
+        "takes the space its strategy declares; default: every declared space)",
+    )
+    tune.add_argument(
+        "--objective",
+        default="average_accuracy",
+        help="a validation measure: average_accuracy (default), forgetting, wc_acc, min_acc, learning_accuracy, "
+        "bwt; two separated by a comma give a Pareto front",
+    )
+    tune.add_argument("--seeds", default="0", help="seeds each trial runs on, its objective their mean (default: 0)")
+    tune.add_argument(
+        "--final-seeds", default="0,1,2", help="seeds the chosen values are rerun and tested on, or none (0,1,2)"
+    )
+    tune.add_argument("--jobs", type=int, default=1, help="processes sharing the study (default: 1)")
+    tune.add_argument("--engine", choices=("pool", "ray"), default="pool", help="where workers run (default: pool)")
+    tune.add_argument("--address", help="Ray cluster to join (default: a local one)")
+    tune.add_argument("--study", help="the Optuna study's name (default: one derived from the settings)")
+    tune.add_argument("--storage", help="Optuna storage URL (default: sqlite optuna.db beside the MLflow store)")
+    tune.add_argument(
+        "--out", type=Path, default=Path("results/tuning"), help="summary folder root: OUT/<scenario>/<strategy>/"
+    )
+    tune.add_argument(
+        "--stop-after", type=int, help="end this sitting after this many trials (the same command goes on)"
+    )
+    _add_shared_run_options(tune)
+
+
+def _permission_problem(exc: PermissionError) -> ClbenchError:
+    """A file or folder this user may not read or write, as one line naming it."""
+    where = exc.filename or "a file"
+    return ClbenchError(
+        f"permission denied on {where}", "make it readable and writable for this user (chmod, chown), or use another"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     quiet_libraries(debug)
     try:
+        require_installed_package()
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except ClbenchError as exc:
         if debug:
             raise
         print(f"error: {exc.one_line()}", file=sys.stderr)
+        return _EXIT_USAGE
+    except PermissionError as exc:  # a path of the user's that no check before it caught
+        if debug:
+            raise
+        print(f"error: {_permission_problem(exc).one_line()}", file=sys.stderr)
         return _EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

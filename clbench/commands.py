@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from clbench.core.errors import ConfigError
+from clbench.core.invocation import clbench_command
 
 
 def _key_values(items: Sequence[str], what: str) -> dict[str, str]:
@@ -136,10 +137,11 @@ def _resume(args: argparse.Namespace) -> int:
     # Checkpoints from before scenarios were plugins ran clevr-humans, with its fraction in the data config.
     fraction = meta["config"]["data"].get("fraction", 1.0)
     scenario_meta = meta.get("scenario") or {"spec": "clevr-humans", "params": {"fraction": fraction}}
+    scenario_params = {"validation": 0.0} | scenario_meta["params"]  # checkpoints from before it held none out
     run(
         RunConfig.from_dict(meta["config"]),
         strategy,
-        scenarios.load(scenario_meta["spec"], scenario_meta["params"]),
+        scenarios.load(scenario_meta["spec"], scenario_params),
         experiment=meta["experiment"],
         run_name=meta["run_name"],
         tracking_uri=args.tracking_uri or meta["tracking_uri"],
@@ -331,12 +333,22 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from clbench.report.tracking import tracking_uri
+    """MLflow's UI over the store, run by this interpreter (whether or not its environment is activated), opened
+    on the runs table of the experiment compared."""
+    from clbench.report.tracking import check_store, tracking_uri
+    from clbench.report.ui import open_address, require_free_port
 
     uri = tracking_uri(args.tracking_uri)
-    print(f"MLflow UI on http://127.0.0.1:{args.port} over {uri} (Ctrl-C to stop)", file=sys.stderr)
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)]
-    os.execvp(command[0], command)
+    check_store(uri)
+    if uri.startswith(("http://", "https://")):  # a server is its own UI
+        print(f"the store is an MLflow server; its UI: {open_address(uri, args.port, args.experiment)}")
+        return 0
+    require_free_port(args.port)
+    address = open_address(uri, args.port, args.experiment)
+    print(f"MLflow UI on {address} over {uri} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1"]
+    # one worker: one person's browser needs no more, and it starts in a quarter of the time and memory
+    os.execv(sys.executable, [*command, "--port", str(args.port), "--workers", "1"])
     return 0
 
 
@@ -390,13 +402,65 @@ def _extract_features(args: argparse.Namespace) -> int:
         _, channels, rows, cols = cache.shape
         size_gb = cache.array.nbytes / 1e9
         print(f"{split}: {len(cache)} images → {channels}×{rows}×{cols} float16 features ({size_gb:.2f} GB)")
-    weights = "" if args.weights == "imagenet" else f" --set model.stem_weights={args.weights}"
-    data = "" if args.root is None else f" --data {args.root}"
-    print(
-        f"runs read them with: python -m clbench run{data} --set model.stem=resnet101 "
-        f"--set model.image_height={height} --set model.image_width={width}{weights}"
-    )
+    command = ["run", *(["--data", str(args.root)] if args.root is not None else []), "--set", "model.stem=resnet101"]
+    command += ["--set", f"model.image_height={height}", "--set", f"model.image_width={width}"]
+    command += [] if args.weights == "imagenet" else ["--set", f"model.stem_weights={args.weights}"]
+    print(f"runs read them with: {clbench_command(*command)}")
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from clbench.core.paths import writable_folder
+    from clbench.engines.pool import Engine
+    from clbench.engines.search import tune
+    from clbench.engines.sweep import parse_list
+    from clbench.engines.tune import TuneSpec, parse_objectives
+    from clbench.strategy.contract import resolve
+    from clbench.strategy.search import search_space
+
+    if args.trials < 1:
+        raise ConfigError(f"--trials {args.trials} runs nothing", "give --trials 1 or more, e.g. --trials 30")
+    if args.jobs < 1 or (args.stop_after is not None and args.stop_after < 1):
+        raise ConfigError("--jobs and --stop-after must be 1 or more", "give e.g. --jobs 2")
+    config, strategy_sets, scenario_sets = _base_config(args)
+    strategy = resolve(args.strategy)
+    params = dict(_tune_param(item) for item in args.param)
+    space = search_space(strategy, params, f"strategy {strategy.name!r}")
+    none = args.final_seeds.strip().lower() in ("", "none")
+    spec = TuneSpec(
+        strategy=args.strategy,
+        config=config,
+        space=tuple((name, str(s)) for name, s in space.items()),
+        objectives=parse_objectives(args.objective),
+        trials=args.trials,
+        seeds=parse_list(args.seeds, int, "--seeds"),
+        final_seeds=() if none else parse_list(args.final_seeds, int, "--final-seeds"),
+        strategy_sets=strategy_sets,
+        scenario=args.scenario,
+        scenario_sets=scenario_sets,
+        study=args.study,
+    )
+    writable_folder(args.out, "--out", create=False)
+    outcome = tune(
+        spec,
+        jobs=args.jobs,
+        engine=Engine(args.engine, args.address),
+        experiment=args.experiment,
+        tracking_uri=args.tracking_uri,
+        storage=args.storage,
+        out=args.out,
+        command=_command_line(),
+        stop_after=args.stop_after,
+    )
+    return 0 if outcome.summary is not None or outcome.finished_trials < spec.trials else 1
+
+
+def _tune_param(item: str) -> tuple[str, str | None]:
+    """`--param NAME=SPACE`, or a bare `NAME` (its declared space)."""
+    name, sep, space = item.partition("=")
+    if not name.strip() or (sep and not space.strip()):
+        raise ConfigError(f"--param {item!r} is not NAME or NAME=SPACE", "write e.g. --param ewc_lambda=log:1:1e6")
+    return name.strip(), space.strip() if sep else None
 
 
 COMMANDS = {
@@ -408,4 +472,5 @@ COMMANDS = {
     "ui": cmd_ui,
     "data": cmd_data,
     "pretrain": cmd_pretrain,
+    "tune": cmd_tune,
 }

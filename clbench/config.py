@@ -208,11 +208,32 @@ def override(config: RunConfig, values: Mapping[str, Any], source: str = "--set"
             )
     for section, items in nested.items():
         current = getattr(config, section)
-        top[section] = _replace_fields(current, items, f"{source} {section}")
-    return _replace_fields(config, top, source) if top else config
+        top[section] = _replace_fields(current, items, f"{source} {section}", _Source(source, section))
+    return _replace_fields(config, top, source, _Source(source)) if top else config
 
 
-def _replace_fields(obj: Any, items: Mapping[str, Any], what: str) -> Any:
+@dataclass(frozen=True)
+class _Source:
+    """Where an override came from, so a fix shows a valid value in that place's own syntax."""
+
+    name: str  # "--set" or the YAML file's path
+    section: str = ""
+
+    def key(self, name: str) -> str:
+        return f"{self.section}.{name}" if self.section else name
+
+    def what(self, name: str) -> str:
+        return self.key(name) if self.name == "--set" else f"{self.name}: {self.key(name)}"
+
+    def example(self, name: str, value: str, listed: str | None = None) -> str:
+        """`--set train.lr=1e-3,1e-2`, or `train.lr: [1e-3, 1e-2]` in run.yaml."""
+        if self.name == "--set":
+            return f"--set {self.key(name)}={value}"
+        return f"`{self.key(name)}: {listed or value}` in {self.name}"
+
+
+def _replace_fields(obj: Any, items: Mapping[str, Any], what: str, source: _Source | None = None) -> Any:
+    source = source or _Source("--set")
     fields = {f.name for f in dataclasses.fields(obj)}
     hints = typing.get_type_hints(type(obj))
     parsed: dict[str, Any] = {}
@@ -224,13 +245,30 @@ def _replace_fields(obj: Any, items: Mapping[str, Any], what: str) -> Any:
             continue
         kind = hints.get(name, str)
         if typing.get_origin(kind) is tuple:
-            parsed[name] = parse_per_experience(value, typing.get_args(kind)[0], f"{what}.{name}")
+            ints = typing.get_args(kind)[0] is int
+            example = source.example(name, *(("4,8", "[4, 8]") if ints else ("1e-3,1e-2", "[1.0e-3, 1.0e-2]")))
+            parsed[name] = parse_per_experience(value, typing.get_args(kind)[0], source.what(name), example)
         else:
-            parsed[name] = parse_value(value, kind, f"{what}.{name}")
+            example = source.example(name, "1")
+            parsed[name] = parse_value(_as_parsed(value, kind), kind, source.what(name), example)
     return replace(obj, **parsed)
 
 
-def parse_per_experience(value: Any, kind: type, what: str) -> tuple[Any, ...]:
+def _as_parsed(value: Any, kind: Any) -> Any:
+    """A YAML value of the wrong type (a list where a number belongs, `true` for a count) as its text, so it is
+    parsed, and refused, like the same text given to `--set`."""
+    if isinstance(value, str):
+        return value
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if (base is bool and not isinstance(value, bool)) or (base in (int, float) and not number):
+        return "null" if value is None else str(value)
+    if base is int and isinstance(value, float):
+        return str(value)
+    return value
+
+
+def parse_per_experience(value: Any, kind: type, what: str, example: str | None = None) -> tuple[Any, ...]:
     """`a` or `a,b,...` (or a YAML list) → a tuple of `kind`: one value for every experience, or one each."""
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     try:
@@ -238,10 +276,10 @@ def parse_per_experience(value: Any, kind: type, what: str) -> tuple[Any, ...]:
     except ValueError:
         raise ConfigError(
             f"{what}={value!r} are not {'integers' if kind is int else 'numbers'}",
-            f"write one value for every experience, or one each separated by commas, e.g. {what}=4,8",
+            f"write one value for every experience, or one for each, e.g. {example or what + '=4,8'}",
         ) from None
     if not values:
-        raise ConfigError(f"{what} is empty", f"give one value, e.g. {what}=4")
+        raise ConfigError(f"{what} is empty", f"give one value, e.g. {example or what + '=4'}")
     return values
 
 
@@ -251,6 +289,15 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist", "check the --config path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder", "pass the YAML file itself as --config") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read ({exc.strerror or type(exc).__name__})",
+            "check its permissions, or pass another --config",
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text", "pass a YAML file as --config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -3,7 +3,7 @@
 from avalanche.training import DER as DERTemplate
 
 from clbench import Strategy, register
-from clbench.strategy import require_buffer, require_non_negative
+from clbench.strategy import require_buffer, require_non_negative, searched
 
 
 @register("der")
@@ -15,8 +15,8 @@ class DER(Strategy):
 
     mem_size: int = 1000
     batch_size_mem: int = 32
-    alpha: float = 0.1  # weight of the logit-matching loss
-    beta: float = 0.5  # weight of the buffer's label loss: DER++ when positive, plain DER at 0
+    alpha: float = searched(0.1, "log:1e-2:10")  # weight of the logit-matching loss
+    beta: float = searched(0.5, "float:0:1")  # weight of the buffer's label loss: DER++ when positive, plain DER at 0
 
     def validate(self) -> None:
         require_buffer(self.mem_size, self.batch_size_mem)

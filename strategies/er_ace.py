@@ -3,7 +3,7 @@
 from avalanche.training import ER_ACE
 
 from clbench import Strategy, register
-from clbench.strategy import require_buffer
+from clbench.strategy import require_buffer, searched
 
 
 @register("er-ace")
@@ -13,7 +13,7 @@ class ERACE(Strategy):
     state = "within-experience"  # the buffer is filled after each experience; its loader cycles across steps
     template = ER_ACE
 
-    mem_size: int = 1000
+    mem_size: int = searched(1000, "int:200:5000")
     batch_size_mem: int = 32
 
     def validate(self) -> None:

@@ -5,7 +5,7 @@ from typing import Literal
 from avalanche.training.plugins import EWCPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require, require_non_negative
+from clbench.strategy import require, require_non_negative, searched
 
 
 @register("ewc")
@@ -14,7 +14,9 @@ class EWC(Strategy):
 
     state = "boundaries"  # importances computed after each experience, from its data and the model then
 
-    ewc_lambda: float = 10_000.0  # tuned on the small preset: 1000 barely restrains a fine-tuning lr of 1e-2
+    ewc_lambda: float = searched(
+        10_000.0, "log:1:1e6"
+    )  # tuned on the small preset: 1000 barely restrains a fine-tuning lr of 1e-2
     mode: Literal["separate", "online"] = "separate"
     decay_factor: float | None = None
 

@@ -3,7 +3,7 @@
 from avalanche.training.plugins import GEMPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require_non_negative, require_positive
+from clbench.strategy import require_non_negative, require_positive, searched
 
 
 @register("gem")
@@ -13,7 +13,7 @@ class GEM(Strategy):
     state = "boundaries"  # the episodic memory is filled after each experience
 
     patterns_per_experience: int = 256
-    memory_strength: float = 0.5  # the margin added to the projected gradient
+    memory_strength: float = searched(0.5, "float:0:1")  # the margin added to the projected gradient
 
     def validate(self) -> None:
         require_positive("patterns_per_experience", self.patterns_per_experience, 256)

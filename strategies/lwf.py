@@ -3,7 +3,7 @@
 from avalanche.training.plugins import LwFPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require_non_negative, require_positive
+from clbench.strategy import require_non_negative, require_positive, searched
 
 
 @register("lwf")
@@ -12,8 +12,8 @@ class LwF(Strategy):
 
     state = "boundaries"  # the teacher is a copy of the model taken after each experience
 
-    alpha: float = 1.0  # weight of the distillation loss
-    temperature: float = 2.0
+    alpha: float = searched(1.0, "log:1e-2:1e2")  # weight of the distillation loss
+    temperature: float = searched(2.0, "float:1:8")
 
     def validate(self) -> None:
         require_non_negative("alpha", self.alpha, 1)

@@ -3,7 +3,7 @@
 from avalanche.training.plugins import MASPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require, require_non_negative
+from clbench.strategy import require, require_non_negative, searched
 
 
 @register("mas")
@@ -12,8 +12,8 @@ class MAS(Strategy):
 
     state = "boundaries"  # importances computed after each experience, from its data and the model then
 
-    lambda_reg: float = 1.0
-    alpha: float = 0.5  # how much of the old importance is kept when the new one is added
+    lambda_reg: float = searched(1.0, "log:1e-2:1e4")
+    alpha: float = searched(0.5, "float:0:1")  # how much of the old importance is kept when the new one is added
 
     def validate(self) -> None:
         require_non_negative("lambda_reg", self.lambda_reg, 1)

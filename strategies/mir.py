@@ -3,7 +3,7 @@
 from avalanche.training import MIR as MIRTemplate
 
 from clbench import Strategy, register
-from clbench.strategy import require, require_positive
+from clbench.strategy import require, require_positive, searched
 
 
 @register("mir")
@@ -15,7 +15,7 @@ class MIR(Strategy):
     state = "training"
     template = MIRTemplate
 
-    mem_size: int = 1000
+    mem_size: int = searched(1000, "int:200:5000")
     subsample: int = 128  # candidates drawn from the buffer at each step
     batch_size_mem: int = 32  # the most interfered of them, replayed
 

@@ -3,7 +3,7 @@
 from avalanche.training.plugins import ReplayPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require_buffer
+from clbench.strategy import require_buffer, searched
 
 
 @register("replay")
@@ -12,7 +12,7 @@ class Replay(Strategy):
 
     state = "boundaries"  # the buffer is updated after each experience; its loader is drawn from the RNG
 
-    mem_size: int = 1000
+    mem_size: int = searched(1000, "int:200:5000")
     batch_size_mem: int | None = None
 
     def validate(self) -> None:

@@ -3,7 +3,7 @@
 from avalanche.training.plugins import RWalkPlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require, require_non_negative, require_positive
+from clbench.strategy import require, require_non_negative, require_positive, searched
 
 
 @register("rwalk")
@@ -13,8 +13,8 @@ class RWalk(Strategy):
     state = "training"  # the Fisher and the path scores are updated at every training step
     data_parallel = False  # from each rank's own gradients and minibatch: the ranks' scores drift apart
 
-    ewc_lambda: float = 0.1
-    ewc_alpha: float = 0.9  # the online Fisher's decay
+    ewc_lambda: float = searched(0.1, "log:1e-3:1e3")
+    ewc_alpha: float = searched(0.9, "float:0.5:0.99")  # the online Fisher's decay
     delta_t: int = 10  # iterations between path-score updates
 
     def validate(self) -> None:

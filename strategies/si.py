@@ -3,7 +3,7 @@
 from avalanche.training.plugins import SynapticIntelligencePlugin
 
 from clbench import Strategy, register
-from clbench.strategy import require_non_negative, require_positive
+from clbench.strategy import require_non_negative, require_positive, searched
 
 
 @register("si")
@@ -12,7 +12,7 @@ class SI(Strategy):
 
     state = "training"  # the path integrals accumulate at every training step
 
-    si_lambda: float = 1.0
+    si_lambda: float = searched(1.0, "log:1e-2:1e4")
     eps: float = 1e-7
 
     def validate(self) -> None:

@@ -44,6 +44,28 @@ def wait_until_up(url: str, process: subprocess.Popen, log: Path, what: str, tim
             time.sleep(0.5)
 
 
+@contextlib.contextmanager
+def clbench_ui(args: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> Iterator[str]:
+    """`python -m clbench ui ARGS --port P` started as a user starts it, up; yields what it printed so far. Its
+    server and workers are killed after."""
+    port = free_port()
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clbench", "ui", *args, "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", process, log, "clbench ui", timeout_s=300)
+        yield log.read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server on 127.0.0.1 and a free port: SQLite backend, proxied artifact store."""

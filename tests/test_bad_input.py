@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,16 @@ def _empty_store(tmp: Path, tiny_root: Path) -> list[str]:
     return ["report", "--tracking-uri", uri, "--out", str(tmp / "out")]
 
 
+def _empty_store_then(*argv: str) -> Setup:
+    """`argv` against a store that holds one experiment and no run."""
+
+    def setup(tmp: Path, tiny_root: Path) -> list[str]:
+        _empty_store(tmp, tiny_root)
+        return [*argv, "--tracking-uri", f"sqlite:///{tmp / 'store.db'}"]
+
+    return setup
+
+
 def _plugin(source: str, spec: str = "plugin.py:Mine") -> Setup:
     def setup(tmp: Path, tiny_root: Path) -> list[str]:
         (tmp / "plugin.py").write_text(source)
@@ -102,9 +114,101 @@ def _argv(*argv: str) -> Setup:
     return lambda tmp, tiny_root: [a.replace("{tmp}", str(tmp)).replace("{data}", str(tiny_root)) for a in argv]
 
 
+_HELD: list[object] = []  # what a setup keeps alive while its command runs: denied reads, a taken port
+
+
+def _unreadable(*argv: str) -> Setup:
+    """A dataset folder no one but its owner may read (`{locked}` in `argv`): chmod 000, and where the tests run as
+    root, which reads anyway, the same PermissionError raised by the calls that would meet it."""
+
+    def setup(tmp: Path, tiny_root: Path) -> list[str]:
+        locked = tmp / "locked"
+        shutil.copytree(tiny_root / "CLEVR_v1.0" / "questions", locked / "CLEVR_v1.0" / "questions")
+        locked.chmod(0)
+        _HELD.append(locked)
+        if os.geteuid() == 0:
+            _HELD.append(_deny(locked))
+        return [a.replace("{locked}", str(locked)).replace("{data}", str(tiny_root)) for a in argv]
+
+    return setup
+
+
+def _deny(folder: Path) -> pytest.MonkeyPatch:
+    """Make the OS calls that read `folder` or what is in it fail as they do for a user without the right."""
+    import builtins
+    import io
+
+    patch = pytest.MonkeyPatch()
+
+    def guard(real: Callable, itself: bool, denied: object = None) -> Callable:
+        def call(path: object, *args: object, **kwargs: object) -> object:
+            if isinstance(path, str | Path):
+                target = Path(os.path.abspath(path))
+                if (itself and target == folder) or folder in target.parents:
+                    if denied is not None:
+                        return denied
+                    raise PermissionError(13, "Permission denied", str(path))
+            return real(path, *args, **kwargs)
+
+        return call
+
+    patch.setattr(os, "stat", guard(os.stat, itself=False))
+    patch.setattr(os, "listdir", guard(os.listdir, itself=True))
+    patch.setattr(os, "scandir", guard(os.scandir, itself=True))
+    patch.setattr(os, "access", guard(os.access, itself=True, denied=False))
+    patch.setattr(builtins, "open", guard(builtins.open, itself=False))
+    patch.setattr(io, "open", guard(io.open, itself=False))
+    return patch
+
+
+def _taken_port(*argv: str) -> Setup:
+    """`{port}` in `argv`: a port another program listens on while the command runs."""
+
+    def setup(tmp: Path, tiny_root: Path) -> list[str]:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        _HELD.append(listener)
+        return [a.replace("{port}", str(listener.getsockname()[1])) for a in argv]
+
+    return setup
+
+
+def _env(name: str, relative: str, *argv: str) -> Setup:
+    """`argv` with `$name` pointing at a file under the test's folder, where a folder belongs."""
+
+    def setup(tmp: Path, tiny_root: Path) -> list[str]:
+        (tmp / relative).write_text("")
+        os.environ[name] = str(tmp / relative)  # restored by the test's monkeypatch, which set it first
+        return [a.replace("{tmp}", str(tmp)).replace("{data}", str(tiny_root)) for a in argv]
+
+    return setup
+
+
+def _folder_store(tmp: Path, tiny_root: Path) -> list[str]:
+    """A folder as MLflow's retired folder store writes one: an experiment's `0/meta.yaml`."""
+    (tmp / "mlruns" / "0").mkdir(parents=True)
+    (tmp / "mlruns" / "0" / "meta.yaml").write_text("name: Default\n")
+    return [*(a.replace("{data}", str(tiny_root)) for a in RUN), "--tracking-uri", str(tmp / "mlruns")]
+
+
+@pytest.fixture(autouse=True)
+def _release_held() -> Iterator[None]:
+    yield
+    while _HELD:
+        held = _HELD.pop()
+        if isinstance(held, Path):
+            held.chmod(0o755)
+        elif isinstance(held, pytest.MonkeyPatch):
+            held.undo()
+        else:
+            held.close()
+
+
 HUMANS_TRAIN = "CLEVR-Humans/CLEVR-Humans-train.json"
 CLEVR_TRAIN = "CLEVR_v1.0/questions/CLEVR_train_questions.json"
 RUN = ("run", "--preset", "tiny", "--data", "{data}", "--no-progress")
+TUNE = ("tune", "--strategy", "ewc", "--preset", "tiny", "--data", "{data}", "--no-progress")
 
 CATALOGUE: dict[str, tuple[Setup, str]] = {
     # data
@@ -250,7 +354,56 @@ CATALOGUE: dict[str, tuple[Setup, str]] = {
     "report with no store": (_argv("report", "--out", "{tmp}/out"), "no MLflow store at"),
     "report with no sweep in the store": (_empty_store, "no sweep found"),
     "resume with nothing to resume": (_argv("run", "--resume"), "no interrupted run to resume"),
+    # tune
+    "tune with no trials": (_argv(*TUNE, "--trials", "0"), "--trials 0 runs nothing"),
+    "tune of an unknown parameter": (_argv(*TUNE, "--param", "ewc_lamda=log:1:10"), "did you mean 'ewc_lambda'"),
+    "tune over a malformed range": (_argv(*TUNE, "--param", "ewc_lambda=log:10:1"), "is not a range"),
+    "tune over a range of no kind": (_argv(*TUNE, "--param", "ewc_lambda=between:1:10"), "is not a range"),
+    "tune towards an unknown objective": (_argv(*TUNE, "--objective", "accurracy"), "unknown objective"),
+    "tune of a parameter with no search space": (_argv(*TUNE, "--param", "decay_factor"), "has no search space"),
+    "tune of a strategy with no search space": (
+        _argv("tune", "--strategy", "naive", "--preset", "tiny", "--data", "{data}"),
+        "declares no search space",
+    ),
+    "tune on a storage that cannot be reached": (
+        _file("afile", "", *TUNE, "--storage", "sqlite:///{tmp}/afile/optuna.db"),
+        "cannot be reached",
+    ),
+    "tune on a database nobody runs": (_argv(*TUNE, "--storage", "postgresql://u@127.0.0.1:9/x"), "cannot be reached"),
     "resume of an unknown run": (_argv("run", "--resume", "0123abcd"), "no checkpoint for run 0123abcd"),
+    # the paths, stores, drivers and processes a newcomer's first hour meets
+    "unreadable data folder": (_unreadable(*RUN[:3], "--data", "{locked}", "--no-progress"), "cannot be read"),
+    "data check of an unreadable folder": (_unreadable("data", "check", "{locked}"), "cannot be read"),
+    "dataset folder that is a file": (_file("afile", "", *RUN[:3], "--data", "{tmp}/afile"), "is a file"),
+    "questions file of the wrong shape": (
+        _damage_json(HUMANS_TRAIN, lambda t: json.dumps(json.loads(t)["questions"])),
+        "holds an array at line 1, byte 0 where CLEVR's format has an object",
+    ),
+    "cache folder that is a file": (_env("CLBENCH_CACHE_DIR", "afile", *RUN), "$CLBENCH_CACHE_DIR"),
+    "generated-data home that is a file": (
+        _env("CLBENCH_DATA_HOME", "afile", "run", "--preset", "tiny", "--no-progress"),
+        "$CLBENCH_DATA_HOME",
+    ),
+    "strategy parameter nan": (_argv(*RUN, "--strategy", "ewc", "--set", "ewc_lambda=nan"), "is not a number"),
+    "YAML config value of the wrong type": (
+        _file("typed.yaml", "train: {batch_size: [1, 2]}\n", *RUN, "--config", "{tmp}/typed.yaml"),
+        "give an int, e.g. `train.batch_size: 1` in",
+    ),
+    "YAML config list that is not numbers": (
+        _file("epochs.yaml", "train: {epochs: [a, b]}\n", *RUN, "--config", "{tmp}/epochs.yaml"),
+        "e.g. `train.epochs: [4, 8]` in",
+    ),
+    "config file that is a folder": (_argv(*RUN, "--config", "{tmp}"), "is a folder"),
+    "MLflow folder store": (_folder_store, "mlflow migrate-filestore --source"),
+    "tracking URI of no known scheme": (_argv(*RUN, "--tracking-uri", "foo://bar"), "names no store MLflow opens"),
+    "SQLite URI without a path": (_argv(*RUN, "--tracking-uri", "sqlite://x.db"), "has no file path"),
+    "tracking store that is no database": (
+        _file("notes.txt", "hello", *RUN, "--tracking-uri", "sqlite:///{tmp}/notes.txt"),
+        "is not an SQLite database",
+    ),
+    "SQLite store that is a folder": (_argv(*RUN, "--tracking-uri", "sqlite:///{tmp}"), "is a folder"),
+    "ui on a taken port": (_taken_port("ui", "--port", "{port}"), "is taken"),
+    "ui of an experiment the store lacks": (_empty_store_then("ui", "--experiment", "nope"), "no experiment 'nope'"),
 }
 
 
@@ -298,3 +451,42 @@ def test_ray_asked_for_where_it_is_not_installed(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert "needs Ray, which is not installed" in err and "pip install -e '.[ray]'" in err and "\n" not in err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_database_store_without_its_driver_names_the_package(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what `import psycopg` meets where it is not installed
+    assert main(["run", "--preset", "tiny", "--tracking-uri", "postgresql://u:secret@127.0.0.1:9/db"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs the Python driver psycopg" in err and "pip install 'psycopg[binary]'" in err and "\n" not in err
+    assert "secret" not in err  # the password stays out of the terminal
+    assert os.listdir(tmp_path) == []
+
+
+def test_running_from_the_folder_above_the_clone_names_the_real_cause(tmp_path):
+    """Above a clone named clbench, Python imports the clone's folder as a namespace package in place of clbench."""
+    (tmp_path / "clbench").symlink_to(Path(__file__).resolve().parents[1], target_is_directory=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-m", "clbench", "strategies"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    err = done.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert f"{tmp_path / 'clbench'} as the clbench package" in err and "run clbench from another folder" in err
+
+
+def test_a_folder_as_tracking_store_keeps_its_runs_in_an_sqlite_file_inside(tiny_root, tmp_path, monkeypatch, capsys):
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "runs" / "mlruns"  # not there yet: made with the store
+    argv = ["run", "--preset", "tiny", "--data", str(tiny_root), "--epochs", "0", "--no-progress"]
+    assert main([*argv, "--tracking-uri", str(store)]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tracking store:")]
+    assert said == [
+        f"tracking store: the folder {store} keeps its runs in {store / 'mlflow.db'} (sqlite:///{store}/mlflow.db)"
+    ]
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("clevr-humans").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["train.epochs"] == "0"  # a plain value, not "(0,)"

@@ -15,6 +15,7 @@ from clbench.config import PRESETS, RunConfig
 from clbench.data.inputs import FiLMInput
 from clbench.model.film import FiLM, ModelConfig, SingleSampleSafeBatchNorm1d, pixel_stem, stem_output_size
 from clbench.run.loop import run
+from clbench.scenario.contract import load as load_scenario
 from clbench.strategy.contract import instantiate, resolve
 
 TINY = PRESETS["tiny"].model
@@ -101,7 +102,8 @@ def one_question_last(tiny_root: Path) -> RunConfig:
 @pytest.mark.parametrize("name", ["naive", "ewc"])
 def test_a_last_minibatch_of_one_question_trains_to_the_end(name: str, one_question_last, tracking_store):
     strategy = instantiate(resolve(name), {})
-    result = run(one_question_last, strategy, tracking_uri=tracking_store, progress=False, out=io.StringIO())
+    whole = load_scenario("clevr-humans", {"validation": 0})  # the sizes above are of whole experiences
+    result = run(one_question_last, strategy, whole, tracking_uri=tracking_store, progress=False, out=io.StringIO())
     assert result.sizes["train/CLEVR"] % BATCH == 1 and result.sizes["train/CLEVR-Humans"] % BATCH == 1
     assert result.accuracy.shape == (2, 2)
 
@@ -109,7 +111,8 @@ def test_a_last_minibatch_of_one_question_trains_to_the_end(name: str, one_quest
 @pytest.mark.parametrize(
     "options",
     [
-        ["--fraction", "1e-9"],  # one CLEVR-Humans question: a whole experience of one minibatch of one
+        # one CLEVR-Humans question: a whole experience of one minibatch of one (on one image: none to hold out)
+        ["--fraction", "1e-9", "--set", "scenario.validation=0"],
         ["--set", "train.batch_size=1", "--set", "data.max_train_questions=24", "--fraction", "0.1"],  # all of one
     ],
     ids=["fraction 1e-9", "batch size 1"],

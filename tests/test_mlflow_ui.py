@@ -5,6 +5,7 @@ Chromium."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -98,13 +99,48 @@ def _render(page: str, profile: Path, expect: str) -> tuple[str, str]:
     return dom, text
 
 
+def _printed_address(text: str) -> str:
+    found = re.search(r"(http://127\.0\.0\.1:\d+/#/experiments/\d+/runs\?\S+)", text)
+    assert found, f"no runs-table address in {text!r}"
+    return found[1]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (CI installs Debian's chromium)")
-def test_the_ui_lists_the_sweep_in_headless_chromium(server: str, swept_over_http, tmp_path: Path):
-    experiment = _api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
-    _, text = _render(f"{server}/#/experiments/{experiment['experiment_id']}/runs", tmp_path, "matching runs")
+def test_the_ui_lists_the_sweep_in_headless_chromium(server: str, swept_over_http, tmp_path: Path, capsys):
+    from clbench.cli import main
+
+    assert main(["ui", "--tracking-uri", server, "--experiment", EXPERIMENT]) == 0  # a server is its own UI
+    address = _printed_address(capsys.readouterr().out)
+    assert "workflowType=machine_learning" in address  # the runs table, not the GenAI overview
+    _, text = _render(address, tmp_path, "matching runs")
     assert "sweep 2×2×1" in text  # the parent run, with its four cells nested under it
     assert "5 matching runs" in text
     assert "Columns to compare on" in text and "continual/wc_acc" in text  # the experiment's description, first
+    assert "final_accuracy/CLEVR" in text and "average_forgetting" in text  # the columns compared, shown
+
+
+def test_ui_runs_mlflow_through_its_own_interpreter_and_opens_on_the_runs_table(tiny_root, tmp_path, monkeypatch):
+    """`.venv/bin/python -m clbench ui` from a shell whose PATH has no `mlflow`, as a newcomer types it; the address
+    it prints opens the runs table with the runs' names and their accuracy and forgetting columns."""
+    from clbench.cli import main
+    from tests.services import clbench_ui
+
+    monkeypatch.chdir(tmp_path)
+    data = ["--preset", "tiny", "--data", str(tiny_root), "--epochs", "0", "--no-progress"]
+    assert main(["run", "--strategy", "ewc", "--set", "ewc_lambda=500", *data]) == 0
+    assert main(["run", "--strategy", "ewc", *data]) == 0
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **{k: v for k, v in os.environ.items() if "CLBENCH" in k}}
+    with clbench_ui([], tmp_path / "ui.log", env, cwd=tmp_path) as printed:
+        address = _printed_address(printed)
+        assert re.match(r"http://127\.0\.0\.1:\d+/#/experiments/", address), address
+        if CHROMIUM is None:
+            pytest.skip("no Chromium installed (CI installs Debian's chromium)")
+        _, text = _render(address, tmp_path / "profile", "matching runs")
+        assert "ewc(ewc_lambda=500) · clevr-humans · fraction=1 · seed=0" in text  # two λ told apart by name
+        assert "ewc · clevr-humans · fraction=1 · seed=0" in text
+        assert "2 matching runs" in text and "Traces 0" not in text
+        for column in ("final_accuracy/CLEVR", "final_accuracy/CLEVR-Humans", "average_forgetting"):
+            assert column in text
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (CI installs Debian's chromium)")

@@ -49,4 +49,5 @@ def cache_root() -> Path:
     """`$CLBENCH_CACHE_DIR`, else `~/.cache/clbench`: every cache of the machine under one folder (`images/` for
     image and feature caches, `checkpoints/` for the experience-0 cache, references and run checkpoints)."""
     env = os.environ.get("CLBENCH_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "clbench"
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "clbench"
+    return writable_folder(root, "$CLBENCH_CACHE_DIR", create=False)

@@ -110,6 +110,7 @@ class PluginKind(Generic[P]):
             try:
                 importlib.import_module(module.name)
             except Exception as exc:
+                require_installed_package()  # a folder hiding clbench is the cause, not the module
                 raise ConfigError(
                     f"built-in {self.noun} module {module.name} failed to import: {type(exc).__name__}: {exc}",
                     "fix that file",
@@ -143,7 +144,8 @@ class PluginKind(Generic[P]):
                     f"{self.noun} {cls.name!r} has no parameter {shown(key)}{hint}",
                     f"its parameters are: {', '.join(prefix + f for f in fields) or 'none'}",
                 )
-            values[key] = parse_value(raw, hints.get(key, str), f"{prefix or cls.name + '.'}{key}")
+            example = f"--set {prefix}{key}={_default(fields[key])}"
+            values[key] = parse_value(raw, hints.get(key, str), f"{prefix or cls.name + '.'}{key}", example)
         try:
             plugin = cls(**values)
         except TypeError as exc:
@@ -155,6 +157,7 @@ class PluginKind(Generic[P]):
         try:
             obj = ep.load()
         except Exception as exc:
+            require_installed_package()
             raise ConfigError(
                 f"{self.noun} entry point {ep.name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}",
                 "fix or uninstall the package that declares it",
@@ -224,8 +227,29 @@ class PluginKind(Generic[P]):
         return module
 
 
-def parse_value(raw: Any, kind: Any, what: str) -> Any:
-    """Parse a `--set` string to the annotated type (bool, int, float, str, or Optional/Literal of them)."""
+def require_installed_package() -> None:
+    """Refuse, in one line, to run from a folder that hides the installed package.
+
+    A folder named `clbench` on the module path (the working folder above a clone of the same name) is imported
+    as a namespace package in place of the real one, and every import of `from clbench import ...` then fails
+    with a message that names the wrong cause.
+    """
+    package = sys.modules.get("clbench")
+    if package is None or getattr(package, "__file__", None) is not None:
+        return
+    folders = ", ".join(str(Path(p)) for p in getattr(package, "__path__", ()))
+    raise ConfigError(
+        f"Python imported the folder {folders} as the clbench package, hiding the installed one (a folder named "
+        "clbench in the working folder, or elsewhere on the module path, takes its place)",
+        "run clbench from another folder, e.g. cd into the clone, or rename that folder",
+    )
+
+
+def parse_value(raw: Any, kind: Any, what: str, example: str | None = None) -> Any:
+    """Parse a `--set` string to the annotated type (bool, int, float, str, or Optional/Literal of them).
+
+    `example` is how the fix shows a valid value where it came from (a YAML file rather than `--set`).
+    """
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin is typing.Literal:
@@ -245,9 +269,14 @@ def parse_value(raw: Any, kind: Any, what: str) -> Any:
                 raise ValueError
             return lowered in ("true", "1", "yes")
         if kind in (int, float):
-            return kind(raw)
+            value = kind(raw)
+            if value != value:  # float("nan") parses, and then passes no check: every comparison is False
+                raise ConfigError(f"{what}={raw} is not a number", f"give a number, e.g. {example or what + '=1'}")
+            return value
     except ValueError:
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
         raise ConfigError(
-            f"{what}={raw!r} is not a valid {kind.__name__}", f"give a {kind.__name__}, e.g. {what}=1"
+            f"{what}={raw!r} is not a valid {kind.__name__}",
+            f"give {article} {kind.__name__}, e.g. {example or what + '=1'}",
         ) from None
     return raw

@@ -78,8 +78,11 @@ class DatasetRoot:
         if not cogent:
             what += f" and optionally {spec.HUMANS_DIRNAME}/"
         hint = _generate_hint(clevr_dirname)
+        if path.is_file():
+            raise DataError(f"dataset folder {path} is a file", f"point to {what}; {hint}")
         if not path.is_dir():
             raise DataError(f"dataset folder {path} does not exist", f"point to {what}; {hint}")
+        _require_readable(path)
         if (path / clevr_dirname).is_dir():
             humans = path / spec.HUMANS_DIRNAME
             found = cls(root=path, clevr=path / clevr_dirname, humans=None if cogent or not humans.is_dir() else humans)
@@ -88,12 +91,24 @@ class DatasetRoot:
         else:
             raise DataError(f"{path} holds no {clevr_dirname}/ folder", f"point to {what}; {hint}")
         questions = found.clevr / "questions"
+        for folder in (found.clevr, questions, found.humans):
+            _require_readable(folder)
         if not questions.is_dir() or not any(questions.glob("CLEVR_*_questions.json")):
             raise DataError(
                 f"{found.clevr} has no questions/CLEVR_<split>_questions.json",
                 f"point to {what}; {hint}",
             )
         return found
+
+
+def _require_readable(folder: Path | None) -> None:
+    """A dataset folder this user may not list or enter is refused by name, before a reader meets it."""
+    if folder is None or not folder.is_dir() or os.access(folder, os.R_OK | os.X_OK):
+        return
+    raise DataError(
+        f"dataset folder {folder} cannot be read (permission denied)",
+        f"make it readable (chmod -R u+rX {folder}) or point to another copy",
+    )
 
 
 def _generate_hint(clevr_dirname: str) -> str:
@@ -111,6 +126,7 @@ def detect_release(path: Path | str) -> str:
     """``CLEVR_CoGenT_v1.0`` for a root holding only that folder, or for that folder itself (also when its
     question files name CoGenT splits only); ``CLEVR_v1.0`` otherwise."""
     path = Path(path).expanduser()
+    _require_readable(path)
     if (path / spec.CLEVR_DIRNAME).is_dir():
         return spec.CLEVR_DIRNAME
     if (path / spec.COGENT_DIRNAME).is_dir() or path.name == spec.COGENT_DIRNAME:

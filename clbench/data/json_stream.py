@@ -104,6 +104,21 @@ class _Stream:
             return obj
 
 
+_JSON_KINDS = {"{": "an object", "[": "an array", '"': "a string", "t": "true", "f": "false", "n": "null"}
+
+
+def _require_shape(stream: _Stream, opening: str, wanted: str) -> None:
+    """Valid JSON of another shape (a bare list of questions, a number) is the wrong file, not a corrupt one."""
+    found = stream.peek()
+    kind = _JSON_KINDS.get(found, "a number" if found and found in "-0123456789" else None)
+    if found == opening or kind is None:  # the start of the expected value, or not JSON at all
+        return
+    raise DataError(
+        f"{stream.path} holds {kind} at {stream.where()} where CLEVR's format has {wanted}",
+        "give the file as the dataset ships it, or download or generate it again",
+    )
+
+
 def iter_json_array(path: Path, key: str) -> Iterator[Any]:
     """Yield the elements of the top-level ``{..., key: [...]}`` array one at a time, never the whole file.
 
@@ -120,6 +135,7 @@ def iter_json_array(path: Path, key: str) -> Iterator[Any]:
         raise DataError(f"{path} cannot be read ({err.strerror})", "check the file and its permissions") from None
     try:
         stream = _Stream(Path(path), handle)
+        _require_shape(stream, "{", f"an object with a {key!r} array")
         stream.expect("{", "at the start of the file")
         if stream.peek() == "}":
             stream.pos += 1
@@ -131,6 +147,7 @@ def iter_json_array(path: Path, key: str) -> Iterator[Any]:
                 stream.expect(":", f"after key {name!r}")
                 if name == key:
                     found = True
+                    _require_shape(stream, "[", f"an array under {key!r}")
                     stream.expect("[", f"to open the {key!r} array")
                     if stream.peek() == "]":
                         stream.pos += 1

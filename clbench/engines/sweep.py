@@ -29,8 +29,8 @@ from clbench.config import RunConfig
 from clbench.config import override as override_config
 from clbench.config import validate as validate_config
 from clbench.core.errors import ClbenchError, ConfigError
+from clbench.engines import messages
 from clbench.engines.pool import Engine, executor
-from clbench.evaluation import names as metric_names
 from clbench.report import tracking
 from clbench.report.tracking import CELL_TAG, COMMAND_TAG, ERROR_TAG, KIND_TAG, PARENT_TAG, SWEEP_TAG
 from clbench.scenario.contract import DEFAULT as DEFAULT_SCENARIO
@@ -210,7 +210,7 @@ def sweep(
                 for outcome in _schedule(pool, jobs, pending, groups, spec, parent_id, experiment, uri):
                     outcomes.append(outcome)
                     bar.update(1)
-                    bar.write(_describe(outcome), file=out)
+                    bar.write(messages.describe(outcome), file=out)
                     out.flush()  # one line per cell, as it ends, even into a log file
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -221,9 +221,9 @@ def sweep(
         _close_parent(client, parent_id, result, status)
         if ray_pool is not None:
             ray_pool.close()
-    print(_tally(result), file=out)
+    print(messages.tally(result), file=out)
     if result.count("FINISHED") + result.count("SKIPPED"):
-        _report_to_parent(parent_id, experiment, uri, out)
+        _report_to_parent(parent_id, experiment, uri, out, spec.scenario)
     return result
 
 
@@ -242,25 +242,30 @@ def _no_bar(progress: bool) -> bool:
     return not progress or not sys.stderr.isatty()
 
 
-def _report_to_parent(parent_id: str, experiment: str, uri: str, out) -> None:
-    """The sweep's report, logged beside its runs; `clbench report --out DIR` writes the same files to DIR.
+def _report_to_parent(parent_id: str, experiment: str, uri: str, out, scenario: str) -> None:
+    """The sweep's report, logged beside its runs; then the commands that write it out and open the UI on it.
 
     The cells' results are safe in MLflow whatever happens here, so a report that fails only says so.
     """
     import tempfile
     from pathlib import Path
 
+    from mlflow import MlflowClient
+
     from clbench.report.runs import load_sweep
     from clbench.report.summary import build_report
 
+    report = messages.report_command(scenario, experiment, uri)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             build_report(load_sweep(experiment, parent_id, uri), Path(tmp))
     except Exception as exc:
         reason = exc.one_line() if isinstance(exc, ClbenchError) else f"{type(exc).__name__}: {exc}"
-        print(f"the report could not be built ({reason}); retry with: python -m clbench report", file=out)
+        print(f"the report could not be built ({reason}); retry with: {report}", file=out)
         return
-    print("report logged to the parent run; write it out with: python -m clbench report --out results/", file=out)
+    print(f"report logged to the parent run; write it out with: {report}", file=out)
+    experiment_id = MlflowClient().get_run(parent_id).info.experiment_id
+    print(messages.ui_line(experiment, experiment_id, uri), file=out)
 
 
 def _check_cells(spec: SweepSpec) -> dict[Cell, str]:
@@ -280,16 +285,8 @@ def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple
     axes = {k: len(values) for k, values in spec.grid}
     experiment_id = mlflow.set_experiment(experiment).experiment_id
     tracking.describe_experiment(experiment_id)
-    found = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{SWEEP_TAG}` = '{key}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if found:
-        parent_id = found[0].info.run_id
-        client.update_run(parent_id, status="RUNNING")
-    else:
+    parent_id = tracking.reopen_latest(client, experiment_id, f"tags.`{SWEEP_TAG}` = '{key}'")
+    if parent_id is None:
         parent = client.create_run(
             experiment_id,
             run_name="sweep " + "×".join(str(n) for n in (len(spec.strategies), *axes.values(), len(spec.seeds))),
@@ -397,9 +394,7 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
         run_id = resume.run_id  # an earlier attempt left a checkpoint: continue it, in its own run
     else:
         tags = {PARENT_TAG: parent_id, CELL_TAG: cell.key, KIND_TAG: "cell"}
-        settings = spec.scenario_sets | {k.removeprefix(SCENARIO_PREFIX): v for k, v in cell.settings}
-        name = tracking.run_name(cell.strategy, spec.scenario, settings, cell.seed)
-        run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+        run_id = client.create_run(experiment_id, run_name=_cell_name(cell, spec), tags=tags).info.run_id
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -433,6 +428,20 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
     )
 
 
+def _cell_name(cell: Cell, spec: SweepSpec) -> str:
+    """The cell's run name: its strategy with the parameters it changes, the scenario's and config's grid values."""
+    try:
+        strategy = tracking.strategy_label(spec.materialize(cell)[1])
+    except ClbenchError:  # checked before the sweep started; the run records the error itself
+        strategy = cell.strategy
+    settings = spec.scenario_sets | {
+        k.removeprefix(SCENARIO_PREFIX): v
+        for k, v in cell.settings
+        if k.startswith(SCENARIO_PREFIX) or k.startswith(_CONFIG_SECTIONS) or k == "device"
+    }
+    return tracking.run_name(strategy, spec.scenario, settings, cell.seed)
+
+
 def _interrupted(client, experiment_id: str, parent_id: str, cell: Cell):
     """The checkpoint of this cell's latest unfinished run (killed, failed, or orphaned), if it left one."""
     from clbench.training import checkpoints
@@ -447,32 +456,6 @@ def _interrupted(client, experiment_id: str, parent_id: str, cell: Cell):
     if runs and checkpoints.run_path(runs[0].info.run_id).is_file():
         return checkpoints.load_run(runs[0].info.run_id)
     return None
-
-
-def _describe(outcome: CellOutcome) -> str:
-    if outcome.status == "FAILED":
-        return f"FAILED   {outcome.cell.label}: {outcome.error}"
-    prefix = metric_names.final_accuracy("")
-    final = " ".join(
-        f"{name.removeprefix(prefix)} {100 * value:.1f}%"
-        for name, value in outcome.figures.items()
-        if name.startswith(prefix)
-    )
-    forgetting = outcome.figures.get(metric_names.AVERAGE_FORGETTING)
-    forgot = f"forgetting {100 * forgetting:+.1f} pts" if forgetting is not None else "no forgetting to measure"
-    trained = ", trained experience 0" if outcome.experience0_trained else ""
-    timing = f"{outcome.wall_time_s:.0f} s{trained}"
-    return f"finished {outcome.cell.label}: {final}, {forgot} ({timing})"
-
-
-def _tally(result: SweepResult) -> str:
-    lines = [
-        f"sweep: {result.count('FINISHED')} cells finished, {result.count('SKIPPED')} skipped (done before), "
-        f"{result.count('FAILED')} failed in {result.wall_time_s:.0f} s; experience 0 trained "
-        f"{result.experience0_trained}× — parent run {result.parent_run_id}"
-    ]
-    lines += [f"  failed: {o.cell.label}: {o.error}" for o in result.outcomes if o.status == "FAILED"]
-    return "\n".join(lines)
 
 
 def _close_parent(client, parent_id: str, result: SweepResult, status: str) -> None:

@@ -99,3 +99,16 @@ def continual(during: str, test: str) -> str:
 def continual_measure(during: str, test: str, stat: str) -> str:
     """min_accuracy, stability_gap or recovery_iterations of one continual-evaluation curve."""
     return f"continual_{stat}/during_{during}/{test}"
+
+
+# --- the validation stream: the same figures, on each experience's held-out validation set ------------------
+VALIDATION_PREFIX = "valid/"
+
+
+def validation(name: str) -> str:
+    """A figure measured on the validation stream instead of the test stream, e.g. `valid/average_accuracy`."""
+    return f"{VALIDATION_PREFIX}{name}"
+
+
+def validation_continual(during: str, test: str) -> str:
+    return validation(continual(during, test))

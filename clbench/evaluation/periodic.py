@@ -16,7 +16,7 @@ so the run trains exactly as it would without it (a test compares the weights).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -50,11 +50,12 @@ class ContinualEvaluation(SupervisedPlugin):
         seed: int,
         curves: Curves,
         logger: Any,
+        metric: Callable[[str, str], str] = metric_names.continual,
     ) -> None:
         super().__init__()
         self.tests, self.names = list(tests), list(experience_names)
         self.every, self.subset, self.batch_size, self.seed = every, subset, batch_size, seed
-        self.curves, self.logger = curves, logger
+        self.curves, self.logger, self.metric = curves, logger, metric
         self._batches: dict[int, list[tuple[Any, torch.Tensor]]] = {}
         self._epochs_before = 0
         self._iteration = 0
@@ -78,23 +79,8 @@ class ContinualEvaluation(SupervisedPlugin):
             ]
         return self._batches[j]
 
-    @torch.no_grad()
     def _accuracy(self, strategy, j: int) -> float:
-        model = strategy.model  # looked up each time: a strategy may replace the model (GDumb)
-        modes = {module: module.training for module in model.modules()}
-        model.eval()
-        autocast = getattr(strategy, "_autocast", nullcontext)
-        correct = total = 0
-        try:
-            with autocast():
-                for x, y in self._subset(j):
-                    output = model(x.to(strategy.device))
-                    correct += int((output.argmax(dim=1).cpu() == y).sum())
-                    total += len(y)
-        finally:
-            for module, training in modes.items():
-                module.train(training)
-        return correct / max(total, 1)
+        return model_accuracy(strategy, self._subset(j))
 
     def _measure(self, strategy) -> None:
         started = time.perf_counter()
@@ -103,7 +89,7 @@ class ContinualEvaluation(SupervisedPlugin):
             test = self.tests[j][0]
             accuracy = self._accuracy(strategy, j)
             self.curves.setdefault(during, {}).setdefault(test, {})[self._iteration] = accuracy
-            self.logger.log_single_metric(metric_names.continual(during, test), accuracy, self._iteration)
+            self.logger.log_single_metric(self.metric(during, test), accuracy, self._iteration)
         self.seconds += time.perf_counter() - started
 
     # -- when
@@ -137,6 +123,27 @@ class ContinualEvaluation(SupervisedPlugin):
                 self._measure(strategy)  # the last iteration, when it was not a multiple of `every`
             self._active = False
         self._epochs_before = 0
+
+
+@torch.no_grad()
+def model_accuracy(strategy, batches: Iterable[tuple[Any, torch.Tensor]]) -> float:
+    """The template's model's accuracy on `batches`, read without changing it: no gradient, no RNG drawn, each
+    module's train/eval mode put back."""
+    model = strategy.model  # looked up each time: a strategy may replace the model (GDumb)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    autocast = getattr(strategy, "_autocast", nullcontext)
+    correct = total = 0
+    try:
+        with autocast():
+            for x, y in batches:
+                output = model(x.to(strategy.device))
+                correct += int((output.argmax(dim=1).cpu() == y).sum())
+                total += len(y)
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    return correct / max(total, 1)
 
 
 def curve_frame(curves: Curves) -> pd.DataFrame:

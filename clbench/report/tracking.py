@@ -11,7 +11,7 @@ import os
 import platform
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from typing import Any
 from avalanche.logging import BaseLogger
 
 from clbench.core.errors import ConfigError
+from clbench.core.invocation import DEFAULT_STORE
 from clbench.core.locks import process_alive
-
-_DEFAULT_STORE = "mlflow.db"
+from clbench.report import stores, ui
+from clbench.report.stores import local_store
 
 # Tags that tie a sweep's runs together, shared by the sweep that writes them and the report that reads them.
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs under
@@ -33,10 +34,31 @@ ERROR_TAG = "clbench.error"  # on a failed child: its one-line error
 
 
 def tracking_uri(explicit: str | None = None) -> str:
-    """`--tracking-uri`, else `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working folder."""
-    if explicit:
-        return explicit
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / _DEFAULT_STORE}"
+    """`--tracking-uri`, else `MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` in the working folder.
+
+    A folder (a path or a `file:` URI), which MLflow 3 no longer opens as a store, keeps its runs in an SQLite
+    file inside it; a path to a `.db` file is that SQLite store.
+    """
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_STORE}"
+    return local_store(uri)
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, in one line, where the store cannot be opened: a folder that cannot be written, a file that is no
+    database, a server that does not answer, a database driver that is not installed, an unknown scheme."""
+    scheme = uri.partition(":")[0].lower() if "://" in uri else ""
+    if scheme == "sqlite":
+        stores.check_sqlite(uri)
+    elif scheme in ("http", "https"):
+        _check_server(uri)
+    elif scheme.partition("+")[0] in stores.DATABASES:
+        stores.check_database(uri)
+    elif scheme not in ("file", "databricks", "databricks-uc", "uc"):
+        raise ConfigError(
+            f"the tracking URI {uri!r} names no store MLflow opens",
+            "pass a folder, sqlite:///PATH.db, http://HOST:PORT (an MLflow server) or a database URL "
+            "(postgresql://, mysql://, mssql://) as --tracking-uri",
+        )
 
 
 def configure(uri: str) -> None:
@@ -44,15 +66,7 @@ def configure(uri: str) -> None:
     bad URI never becomes the process's tracking URI)."""
     import mlflow
 
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise ConfigError(
-                f"cannot write the MLflow store {uri}: folder {folder} is missing or read-only",
-                "run from a writable folder or pass --tracking-uri",
-            )
-    elif uri.startswith(("http://", "https://")):
-        _check_server(uri)
+    check_store(uri)
     mlflow.set_tracking_uri(uri)
 
 
@@ -65,6 +79,7 @@ def prepare_store(uri: str) -> None:
     from mlflow import MlflowClient
 
     path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)  # a folder store named before it exists
     try:
         import fcntl
     except ImportError:  # no advisory locks (Windows): start runs on a new store one at a time
@@ -129,7 +144,7 @@ def log_params(run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
     client = MlflowClient()
-    items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
+    items = [Param(k, plain(v)[:6000]) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
 
@@ -198,41 +213,60 @@ class MLflowLogger(BaseLogger):
 
 
 PID_TAG, HOST_TAG = "clbench.pid", "clbench.host"
-_DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as an experiment's (or run's) description
 
 
 def run_name(strategy: str, scenario: str, settings: Mapping[str, Any], seed: int) -> str:
-    """What a run is, as the runs table shows it first: `ewc · clevr-humans · fraction=0.5 · seed=1`."""
+    """What a run is, as the runs table shows it first: `ewc(ewc_lambda=500) · clevr-humans · fraction=0.5 · seed=1`
+    (`strategy` as `strategy_label` gives it)."""
     values = " ".join(f"{k}={_short(v)}" for k, v in settings.items())
     return " · ".join(part for part in (strategy, scenario, values, f"seed={seed}") if part)
 
 
+def strategy_label(strategy: Any) -> str:
+    """The strategy's name with the parameters that differ from its defaults, `ewc(ewc_lambda=500)`: two runs that
+    differ only there get different names."""
+    inside = ", ".join(f"{k}={_short(v)}" for k, v in changed_parameters(strategy).items())
+    return f"{strategy.name}({inside})" if inside else strategy.name
+
+
+def changed_parameters(strategy: Any) -> dict[str, Any]:
+    """The strategy's parameters whose values differ from its class's defaults."""
+    defaults = type(strategy).parameters()
+    return {k: v for k, v in strategy.params().items() if k not in defaults or v != defaults[k]}
+
+
 def _short(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{value:g}" if isinstance(value, float) else plain(value)
 
 
-_EXPERIMENT_DESCRIPTION = """clbench runs: a FiLM model trained experience by experience.
-
-Run names read strategy · scenario · its settings · seed. Columns to compare on:
-- `average_accuracy`, `final_accuracy/<test>`: accuracy at the end;
-- `average_forgetting`, `bwt`, `normalised_forgetting`: what the later experiences made it forget;
-- `negative_flip_rate`: questions answered right when learned and wrong at the end;
-- `continual/min_acc`, `continual/wc_acc`: the worst moment while later experiences trained (the stability gap);
-- `forward_transfer`, `intransigence`: against models trained from scratch and jointly (`eval.references`);
-- `cost/train_time_s`, `cost/strategy_bytes`: what the strategy cost.
-
-Open a run's Model metrics tab for `continual/during_<experience>/<test>`: old-task accuracy against the
-iteration of the experience that trains. Every run carries its accuracy matrix, continual-evaluation and γ/β
-plots as artifacts. Definitions: docs/measures.md in the clbench repository."""
+def plain(value: Any) -> str:
+    """A value as a param a researcher filters on: lists and tuples as `1,3`, not Python's `(1, 3)`."""
+    if isinstance(value, list | tuple):
+        return ",".join(plain(v) for v in value)
+    return str(value)
 
 
-def describe_experiment(experiment_id: str) -> None:
-    """Give the experiment its description once (a user's own description is left alone)."""
+def reopen_latest(client, experiment_id: str, filter_string: str) -> str | None:
+    """The newest run of the experiment matching `filter_string`, marked running again: the parent run a repeated
+    sweep or search continues (None: there is none)."""
+    found = client.search_runs(
+        [experiment_id], filter_string=filter_string, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not found:
+        return None
+    client.update_run(found[0].info.run_id, status="RUNNING")
+    return found[0].info.run_id
+
+
+def describe_experiment(experiment_id: str, run_id: str | None = None, compared: Sequence[str] = ()) -> None:
+    """The experiment's description, kind and runs-table view (`clbench.report.ui`), brought up to date with the
+    metrics run `run_id` logged and the params it is `compared` on; a user's own description is left alone."""
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    if _DESCRIPTION_TAG not in client.get_experiment(experiment_id).tags:
-        client.set_experiment_tag(experiment_id, _DESCRIPTION_TAG, _EXPERIMENT_DESCRIPTION)
+    metrics = client.get_run(run_id).data.metrics if run_id else {}
+    for key, value in ui.experiment_tags(client.get_experiment(experiment_id).tags, metrics, compared).items():
+        client.set_experiment_tag(experiment_id, key, value)
 
 
 def end_orphaned_runs(experiment: str) -> list[str]:

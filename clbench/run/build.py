@@ -31,8 +31,12 @@ def _resolve_data_root(config: RunConfig, scenario: Scenario, progress: bool = T
     """`--data`, or the scenario's generated world (made on first use, reused afterwards)."""
     if config.data.root is not None:
         return Path(config.data.root)
-    from clbench.synth import ensure_default_data
+    from clbench.core.paths import writable_folder
+    from clbench.synth import default_data_root, ensure_default_data
 
+    root = default_data_root(config.data.synth_preset, config.data.synth_seed, scenario.world)
+    if not root.is_dir():  # generated here on first use: its home must be a folder this user can write
+        writable_folder(root.parent, "$CLBENCH_DATA_HOME", create=False)
     return ensure_default_data(config.data.synth_preset, config.data.synth_seed, progress, world=scenario.world)
 
 
@@ -54,6 +58,7 @@ def build_benchmark(
         scene_maps=config.model.stem == "scene",
         features=config.model.stem_weights if config.model.stem == "resnet101" and feature_cache else None,
         progress=progress,
+        validation=scenario.validation,
     )
     return scenario.build(context)
 

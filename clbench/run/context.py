@@ -3,6 +3,7 @@ arguments."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from clbench.config import RunConfig
 from clbench.evaluation import periodic as continual
 from clbench.evaluation.metrics import FiLMStatistics, Predictions
+from clbench.evaluation.validation import ValidationEvaluation
 from clbench.model.film import FiLM
 from clbench.run.shipped import Shipped
 from clbench.scenario.assembly import Benchmark
@@ -51,6 +53,9 @@ class RunContext:
     predictions: Predictions = field(default_factory=Predictions)
     template: FiLMTemplate | None = None
     experience0_trained: bool = False  # trained in this run (not from the cache, a shipped model or a checkpoint)
+    validator: ValidationEvaluation | None = None  # the validation stream, where the scenario holds one out
+    valid_watcher: continual.ContinualEvaluation | None = None  # continual evaluation of the validation sets
+    observer: Callable[[int, Any], None] | None = None  # told each experience's `Measured` as it is evaluated
 
     @property
     def rows(self) -> tuple[str, ...]:

@@ -87,6 +87,7 @@ def summary_metrics(result: RunResult) -> dict[str, float]:
         metrics |= {metric_names.film_drift(test, block, stat): value for stat, value in row.items()}
     metrics |= {metric_names.majority_baseline(test): v for test, v in result.majority_baseline.items()}
     metrics |= _measure_metrics(result)
+    metrics |= validation_metrics(result.validation, result.validation_summary)
     metrics[metric_names.WALL_TIME] = result.wall_time_s
     metrics |= result.cost
     return {name: float(value) for name, value in metrics.items()}
@@ -118,6 +119,28 @@ def _measure_metrics(result: RunResult) -> dict[str, float]:
     return {name: value for name, value in metrics.items() if pd.notna(value)}
 
 
+def validation_metrics(matrix: pd.DataFrame, summary: dict[str, float]) -> dict[str, float]:
+    """The validation stream's figures, the test stream's names under `valid/`: its accuracy matrix, average and
+    learning accuracy, forgetting and BWT, min-ACC and WC-ACC (none without a validation stream)."""
+    if matrix.empty:
+        return {}
+    named = metric_names.validation
+    forgetting, transfer = measures.forgetting(matrix), measures.backward_transfer(matrix)
+    metrics = {named(metric_names.forgetting(test)): value for test, value in forgetting.items()}
+    if forgetting:
+        metrics[named(metric_names.AVERAGE_FORGETTING)] = measures.mean(forgetting)
+        metrics[named(metric_names.BWT)] = measures.mean(transfer)
+    metrics[named(metric_names.AVERAGE_ACCURACY)] = measures.average_accuracy(matrix)
+    metrics[named(metric_names.LEARNING_ACCURACY)] = measures.learning_accuracy(matrix)
+    metrics |= {named(metric_names.final_accuracy(test)): value for test, value in matrix.iloc[-1].items()}
+    for after, row in matrix.iterrows():
+        metrics |= {named(metric_names.accuracy(after, test)): value for test, value in row.items()}
+    if summary:
+        metrics[named(metric_names.MIN_ACC)] = summary["min_acc"]
+        metrics[named(metric_names.WC_ACC)] = summary["wc_acc"]
+    return {name: float(value) for name, value in metrics.items() if pd.notna(value)}
+
+
 def log_result(ctx: RunContext, result: RunResult) -> None:
     """Final figures as metrics, and the accuracy matrix, config and checkpoint as artifacts."""
     run_id, config, strategy, scenario, logger = ctx.run_id, ctx.config, ctx.strategy, ctx.scenario, ctx.logger
@@ -132,6 +155,8 @@ def log_result(ctx: RunContext, result: RunResult) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         result.accuracy.to_csv(folder / "accuracy_matrix.csv")
+        if not result.validation.empty:
+            result.validation.to_csv(folder / "validation_matrix.csv")
         if not result.per_type.empty:
             result.per_type.to_csv(folder / "per_type_accuracy.csv")
         if not result.film.empty:
@@ -154,6 +179,10 @@ def log_result(ctx: RunContext, result: RunResult) -> None:
         (folder / "summary.txt").write_text(result.summary() + "\n")
         torch.save(model.state_dict(), folder / "model.pt")
         client.log_artifacts(run_id, str(folder))
+    compared = ["strategy", *(f"strategy.{k}" for k in tracking.changed_parameters(strategy))]
+    defaults = type(scenario).parameters()
+    compared += [f"{SCENARIO_PREFIX}{k}" for k, v in scenario.params().items() if k == "fraction" or v != defaults[k]]
+    tracking.describe_experiment(client.get_run(run_id).info.experiment_id, run_id, compared)
 
 
 def _measure_artifacts(result: RunResult, folder: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -31,6 +31,7 @@ from clbench.evaluation.metrics import (
     accuracy_key,
     type_metric_name,
 )
+from clbench.evaluation.validation import ValidationEvaluation
 from clbench.report import tracking
 from clbench.run.build import (
     build_benchmark,
@@ -45,7 +46,7 @@ from clbench.run.log import film_tables, log_params, log_result
 from clbench.run.result import Measured, RunResult
 from clbench.run.shipped import find_shipped, shipped_params, shipped_state
 from clbench.scenario.contract import DEFAULT as DEFAULT_SCENARIO
-from clbench.scenario.contract import Scenario
+from clbench.scenario.contract import DEFAULT_VALIDATION, VALIDATION, Scenario
 from clbench.scenario.contract import experience_names as checked_names
 from clbench.scenario.contract import load as load_scenario
 from clbench.strategy.contract import Strategy, describe_shortcut, shortcut, takes_cache
@@ -67,17 +68,19 @@ def run(
     resume: checkpoints.RunCheckpoint | None = None,
     strategy_spec: str | None = None,
     scenario_spec: str | None = None,
+    observer: Callable[[int, Measured], None] | None = None,
 ) -> RunResult | None:
     """Train experience by experience, evaluating the whole test stream after each; log all to MLflow.
 
     `run_id` continues a run created beforehand (a sweep creates its cells' runs, tagged with their parent);
-    `resume` continues an interrupted run from its checkpoint, in the same MLflow run. Under torchrun
+    `resume` continues an interrupted run from its checkpoint, in the same MLflow run. `observer(i, measured)`
+    hears each experience's evaluation as it ends (a tuning trial reports it, and may stop the run). Under torchrun
     (`clbench.training.distributed`), every rank calls this; rank 0 alone logs, evaluates and returns the result.
     """
     started = time.perf_counter()
     scenario = scenario or load_scenario(DEFAULT_SCENARIO)
     ctx = _build(config, strategy, scenario, experiment, run_name, tracking_uri, progress, resume)
-    ctx.specs = (strategy_spec, scenario_spec)
+    ctx.specs, ctx.observer = (strategy_spec, scenario_spec), observer
     with (
         _mlflow_run(ctx.experiment, ctx.run_name, resume.run_id if resume else run_id) as ctx.run_id,
         ExitStack() as lock,
@@ -132,7 +135,8 @@ def _build(
     model = build_model(config, bench, device)
     identity = (checkpoints.scenario_identity(scenario), strategy.experience0_identity())
     key = checkpoints.experience0_key(config, bench.fingerprint, *identity)
-    run_name = run_name or tracking.run_name(strategy.name, scenario.name, scenario.params(), config.seed)
+    shown = {k: v for k, v in scenario.params().items() if (k, v) != (VALIDATION, DEFAULT_VALIDATION)}
+    run_name = run_name or tracking.run_name(tracking.strategy_label(strategy), scenario.name, shown, config.seed)
     print(f"{describe_shortcut(strategy)}.", file=sys.stderr)
     if shipped is not None and not takes_cache(strategy):  # it trains experience 0 on the shipped weights
         model.load_state_dict(shipped.weights)
@@ -165,7 +169,11 @@ def _restore(ctx: RunContext, experience0_lock: ExitStack) -> None:
     ctx.experience0_trained = not ctx.checkpoint.boundaries and ctx.config.train.epochs_of(0) > 0
     ctx.checkpointer = checkpoints.Checkpointer(ctx.checkpoint, ctx.key if ctx.reuse else None, write=ctx.main)
     ctx.logger = tracking.MLflowLogger(ctx.run_id) if ctx.main else tracking.NullLogger()
-    ctx.watcher = _continual_evaluation(ctx) if ctx.main else None
+    ctx.watcher = _continual_evaluation(ctx, ctx.bench.test_names, ctx.bench.test_stream) if ctx.main else None
+    if ctx.main and ctx.bench.validation_datasets:
+        valid = list(zip(ctx.bench.validation_names, ctx.bench.validation_datasets, strict=True))
+        ctx.validator = ValidationEvaluation(valid, ctx.config.train.eval_batch_size)
+        ctx.valid_watcher = _continual_evaluation(ctx, ctx.bench.validation_names, ctx.bench.valid_stream, valid=True)
     ctx.template = _template(ctx)
 
 
@@ -187,19 +195,27 @@ def _train_each(ctx: RunContext, experience0_lock: ExitStack) -> tuple[list[Meas
                 experience0_lock.close()
                 if ctx.main:  # the other ranks wait for it at the next experience's first gradient exchange
                     measured.append(_evaluate(ctx, ctx.rows[i]))
+                    if ctx.observer is not None:
+                        ctx.observer(i, measured[-1])
             ctx.checkpointer.experience_done(i)
     return measured, train_seconds
 
 
 def _results(ctx: RunContext, measured: list[Measured], train_seconds: float, wall_time_s: float) -> RunResult:
     """The result of the run: the accuracy matrix and its measures, cost, references; logged and checkpoint gone."""
-    owned = [ctx.checkpointer, ctx.logger, ctx.film_stats, ctx.predictions, ctx.watcher]
+    owned = [ctx.checkpointer, ctx.logger, ctx.film_stats, ctx.predictions, ctx.watcher, ctx.valid_watcher]
     spent = _cost(ctx.template, owned, train_seconds, ctx.device)
-    if ctx.watcher is not None:
-        spent[metric_names.CONTINUAL_TIME] = ctx.watcher.seconds
+    watchers = [w for w in (ctx.watcher, ctx.valid_watcher) if w is not None]
+    if watchers:
+        spent[metric_names.CONTINUAL_TIME] = sum(w.seconds for w in watchers)
     result = _result(ctx, measured, wall_time_s, spent)
     result.curves = ctx.checkpoint.curves
     result.continual, result.continual_summary = continual.summarise(ctx.checkpoint.curves, result.accuracy)
+    if ctx.validator is not None:
+        rows = pd.Index(ctx.rows, name="after")
+        columns = pd.Index(ctx.validator.names, name="validation")
+        result.validation = pd.DataFrame([m.validation for m in measured], index=rows, columns=columns)
+        result.validation_summary = continual.summarise(ctx.checkpoint.valid_curves, result.validation)[1]
     if ctx.config.eval.references and not ctx.strategy.offline():
         make_model = functools.partial(build_model, ctx.config, ctx.bench, ctx.device)
         result.references = references.accuracies(ctx.config, ctx.scenario, ctx.bench, ctx.device, make_model)
@@ -285,7 +301,7 @@ def _template(ctx: RunContext) -> FiLMTemplate:
     plugins = [
         ctx.checkpointer,  # first: it must see an experience's end before any strategy hook changes state
         *own,
-        *([ctx.watcher] if ctx.watcher is not None else []),  # after the strategy's: the model once their hooks ran
+        *(w for w in (ctx.watcher, ctx.valid_watcher) if w is not None),  # after the strategy's: their hooks ran
         *([distributed.AgreementCheck(own)] if distributed.active() else []),
         *([ProgressBar(ctx.bench.experience_names)] if ctx.progress else []),
     ]
@@ -302,20 +318,24 @@ def _template(ctx: RunContext) -> FiLMTemplate:
     )
 
 
-def _continual_evaluation(ctx: RunContext) -> continual.ContinualEvaluation | None:
-    """The plugin that watches old test sets while later experiences train (none for offline strategies)."""
+def _continual_evaluation(
+    ctx: RunContext, names: tuple[str, ...], stream: Any, valid: bool = False
+) -> continual.ContinualEvaluation | None:
+    """The plugin that watches old test sets (or validation sets) while later experiences train (none for offline
+    strategies)."""
     config, bench, checkpoint = ctx.config, ctx.bench, ctx.checkpoint
     if config.eval.every <= 0 or ctx.strategy.offline():
         return None
     return continual.ContinualEvaluation(
-        tests=[(name, test.dataset) for name, test in zip(bench.test_names, bench.test_stream, strict=True)],
+        tests=[(name, part.dataset) for name, part in zip(names, stream, strict=True)],
         experience_names=bench.experience_names,
         every=config.eval.every,
         subset=config.eval.subset,
         batch_size=config.train.eval_batch_size,
         seed=config.seed,
-        curves=checkpoint.curves,
+        curves=checkpoint.valid_curves if valid else checkpoint.curves,
         logger=ctx.logger,
+        metric=metric_names.validation_continual if valid else metric_names.continual,
     )
 
 
@@ -366,7 +386,8 @@ def _evaluate(ctx: RunContext, after: str) -> Measured:
         if len(row) > 1:  # one type only: the accuracy matrix says it already
             per_type[(after, test)] = row
     accuracy = [metrics[accuracy_key(j)] for j in range(len(bench.test_names))]
-    return Measured(accuracy, ctx.film_stats.result(), per_type, ctx.predictions.result())
+    validation = ctx.validator.accuracies(ctx.template) if ctx.validator is not None else []
+    return Measured(accuracy, ctx.film_stats.result(), per_type, ctx.predictions.result(), validation)
 
 
 def _cost(template: FiLMTemplate, run_owned: list[Any], train_seconds: float, device: torch.device) -> dict[str, float]:

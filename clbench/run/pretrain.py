@@ -133,6 +133,7 @@ class _Sitting:
         torch.manual_seed(config.seed)
         bench = build_benchmark(config, scenario, progress_bar)
         train = Batches(_training_split(spec, scenario, bench, progress_bar), config.seed, config.train.batch_size)
+        progress.train_questions = len(train)
         val = _validation(bench, spec, config.train.eval_batch_size)
         torch.manual_seed(config.seed)
         model = build_model(config, bench, device)
@@ -342,7 +343,7 @@ def ship(name: str, spec: PretrainSpec, scenario, folder: Path, *, command: str,
         "command": command,
         "data_fingerprint": bench.fingerprint,
         "train_world": spec.train_world or config.data.synth_preset,
-        "train_questions": len(_training_split(spec, scenario, bench, False)),
+        "train_questions": progress.train_questions or len(_training_split(spec, scenario, bench, False)),
         "samples": progress.samples,
         "wall_hours": round(progress.seconds / 3600, 3),
         "machine": pretrained.machine(),

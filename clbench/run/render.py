@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from clbench.evaluation import measures
 from clbench.evaluation import names as metric_names
 from clbench.run.result import RunResult
 
@@ -19,6 +20,7 @@ def summary(result: RunResult) -> str:
     else:
         lines.append("Forgetting: none to measure (one row: trained once, on everything)")
     lines += _measures_lines(result)
+    lines += _validation_lines(result)
     if not result.per_type.empty:
         lines += [
             "",
@@ -70,6 +72,20 @@ def _measures_lines(result: RunResult) -> list[str]:
             f"WC-ACC {100 * result.continual_summary['wc_acc']:.1f}% (De Lange et al. 2023)"
         )
     return lines
+
+
+def _validation_lines(result: RunResult) -> list[str]:
+    """The validation stream in one line: what hyperparameters are chosen on, beside the test stream's figures."""
+    if result.validation.empty:
+        return []
+    matrix = result.validation
+    line = f"Validation (held out of each experience): average accuracy {100 * measures.average_accuracy(matrix):.1f}%"
+    forgetting = measures.forgetting(matrix)
+    if forgetting:
+        line += f", forgetting {100 * measures.mean(forgetting):+.1f} pts"
+    if result.validation_summary:
+        line += f", WC-ACC {100 * result.validation_summary['wc_acc']:.1f}%"
+    return [line]
 
 
 def _describe_cost(values: dict[str, float]) -> str:

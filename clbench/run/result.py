@@ -34,6 +34,9 @@ class RunResult:
     flips: pd.DataFrame = field(default_factory=pd.DataFrame)  # per earlier test set: negative, positive rate
     type_forgetting: pd.DataFrame = field(default_factory=pd.DataFrame)  # earlier test set × question type
     references: dict[str, dict[str, float]] = field(default_factory=dict)  # "scratch"/"joint" → test → accuracy
+    # the same rows on the validation stream (columns: validation sets), and its min-ACC and WC-ACC
+    validation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    validation_summary: dict[str, float] = field(default_factory=dict)
 
     # The measures, each defined in clbench.evaluation.measures.
     @property
@@ -92,3 +95,4 @@ class Measured:
     film: dict[int, FiLMSnapshot]
     per_type: dict[tuple[str, str], dict[str, float]]
     predictions: dict[int, Any] = field(default_factory=dict)  # test experience → [2, questions]: predicted, true
+    validation: list[float] = field(default_factory=list)  # accuracy on each validation set

@@ -4,6 +4,10 @@ A scenario decides which questions make each training experience and each test s
 encodes them, caches their images (or draws their scene maps), and builds the Avalanche benchmark together with
 what the model, metrics and reports need to know about it (`Benchmark`).
 
+It also holds out each training experience's validation set (`BuildContext.validation`, the scenario's
+`validation` share), by image, so every scenario, a user's too, has one without code of its own: the benchmark's
+`valid_stream`, never trained on, on which hyperparameters are chosen (`clbench tune`) instead of the test sets.
+
 Every sample carries its question type (inside its `FiLMInput`, for per-type metrics),
 the largest token index its question uses (so the model's embedding can grow to fit each experience), and a
 task label (0: one head, the setting is domain-incremental). Datasets and experiences are task-aware the way
@@ -57,6 +61,7 @@ class BuildContext:
     # `python -m clbench data features` made them for these images and weights, else computed from pixels
     features: str | None = None
     progress: bool = True
+    validation: float = 0.0  # share of each training experience's images held out as its validation set
 
 
 @dataclass(frozen=True)
@@ -113,17 +118,22 @@ class Benchmark:
     train_datasets: list[QuestionAnswerDataset] = field(default_factory=list)  # plain PyTorch, for benchmarks
     test_datasets: list[QuestionAnswerDataset] = field(default_factory=list)
     test_types: list[np.ndarray] = field(default_factory=list)  # per test set: each question's index in type_names
+    validation_names: tuple[str, ...] = ()  # one per training experience, or none (`scenario.validation=0`)
+    validation_datasets: list[QuestionAnswerDataset] = field(default_factory=list)
 
     bank: object | None = None  # a FeatureBank the samples index, when the features sit on the training device
 
     def place_features(self, bank) -> None:
         """Make every dataset read rows of `bank` (a FeatureBank built from this benchmark's feature caches)."""
-        for dataset in (*self.train_datasets, *self.test_datasets):
+        for dataset in self._datasets():
             dataset.images = bank.rows[dataset.images.split]
         self.bank = bank
 
     def feature_caches(self) -> dict:
-        return {d.images.split: d.images for d in (*self.train_datasets, *self.test_datasets)}
+        return {d.images.split: d.images for d in self._datasets()}
+
+    def _datasets(self) -> tuple[QuestionAnswerDataset, ...]:
+        return (*self.train_datasets, *self.test_datasets, *self.validation_datasets)
 
     @property
     def train_stream(self):
@@ -132,6 +142,11 @@ class Benchmark:
     @property
     def test_stream(self):
         return self.benchmark.test_stream  # type: ignore[attr-defined]
+
+    @property
+    def valid_stream(self):
+        """The validation sets, experience j's paired with training experience j; empty without a split."""
+        return getattr(self.benchmark, "valid_stream", [])
 
 
 def subsample(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -145,6 +160,27 @@ def cap(records: list[QuestionRecord], limit: int | None) -> list[QuestionRecord
     if limit is None or len(records) <= limit:
         return records
     return [records[i] for i in subsample(len(records), limit / len(records), seed=12345)[:limit]]
+
+
+def _image_draw(filename: str) -> float:
+    """A fixed number in [0, 1) per image name: the same image is held out in every experience, run and world."""
+    return int.from_bytes(hashlib.sha256(filename.encode()).digest()[:8], "big") / 2**64
+
+
+def hold_out(part: Part, share: float) -> tuple[Part, Part]:
+    """`part` split by image into (training, validation): the questions on the images whose fixed draw is below
+    `share` are validation, so no image is in both; at least one image on each side."""
+    images = sorted({r.image_filename for r in part.records}, key=_image_draw)
+    if len(images) < 2:
+        raise DataError(
+            f"{part.name} asks about {len(images)} image(s): no validation set can be held out by image",
+            "give it questions on more images, or scenario.validation=0",
+        )
+    held = sum(_image_draw(name) < share for name in images)
+    chosen = set(images[: min(max(held, 1), len(images) - 1)])
+    train = [r for r in part.records if r.image_filename not in chosen]
+    valid = [r for r in part.records if r.image_filename in chosen]
+    return Part(part.name, train, part.vocab), Part(part.name, valid, part.vocab)
 
 
 def vocabulary(records: Iterable[QuestionRecord], min_count: int = 1, base: Vocabulary | None = None) -> Vocabulary:
@@ -244,21 +280,23 @@ def assemble(
     first_vocab_size: int,
     sizes: dict[str, int] | None = None,
 ) -> Benchmark:
-    """Encode the parts, cache their images, and build the benchmark; test set j pairs with experience j."""
+    """Encode the parts, cache their images, and build the benchmark; test set j pairs with experience j, and so
+    does validation set j, held out of experience j (`context.validation`)."""
     answers = answer_vocabulary()
-    train_enc = [_encode(p, answers, TYPE_NAMES) for p in train]
-    test_enc = [_encode(p, answers, TYPE_NAMES) for p in test]
-    width = max(len(t) for s in (*train_enc, *test_enc) for t in s.tokens)
+    valid: list[Part] = []
+    if context.validation > 0:
+        train, valid = (list(parts) for parts in zip(*(hold_out(p, context.validation) for p in train), strict=True))
+    train_enc, test_enc, valid_enc = ([_encode(p, answers, TYPE_NAMES) for p in ps] for ps in (train, test, valid))
+    width = max(len(t) for s in (*train_enc, *test_enc, *valid_enc) for t in s.tokens)
     size = (int(context.image_size[0]), int(context.image_size[1]))
     image_splits = sorted({r.image_split for s in (*train_enc, *test_enc) for r in s.records})
     caches, inputs = _inputs(context, clevr_dir, image_splits, size)
-    train_sets = [_dataset(s, caches, width) for s in train_enc]
-    test_sets = [_dataset(s, caches, width) for s in test_enc]
+    train_sets, test_sets, valid_sets = (
+        [_dataset(s, caches, width) for s in e] for e in (train_enc, test_enc, valid_enc)
+    )
+    streams = {"train": train_sets, "test": test_sets} | ({"valid": valid_sets} if valid_sets else {})
     benchmark = with_task_labels(  # task label 0 everywhere, exposed as Avalanche's own benchmarks do
-        benchmark_from_datasets(
-            train=[avalanche_dataset(d) for d in train_sets],
-            test=[avalanche_dataset(d) for d in test_sets],
-        )
+        benchmark_from_datasets(**{name: [avalanche_dataset(d) for d in sets] for name, sets in streams.items()})
     )
     largest = max((p.vocab for p in (*train, *test)), key=len)
     return Benchmark(
@@ -271,10 +309,13 @@ def assemble(
         fingerprint=fingerprint(files, caches.values()),
         sizes={f"train/{s.name}": len(s.records) for s in train_enc}
         | {f"test/{s.name}": len(s.records) for s in test_enc}
+        | {f"valid/{s.name}": len(s.records) for s in valid_enc}
         | (sizes or {}),
         inputs=inputs,
         majority_baseline={t.name: _majority(train_enc[min(j, len(train_enc) - 1)], t) for j, t in enumerate(test_enc)},
         train_datasets=train_sets,
         test_datasets=test_sets,
         test_types=[s.types for s in test_enc],
+        validation_names=tuple(s.name for s in valid_enc),
+        validation_datasets=valid_sets,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from clbench.core.errors import ConfigError
@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # importing clbench must stay light: the benchmark module pul
 ENTRY_POINT_GROUP = "clbench.scenarios"
 DEFAULT = "clevr-humans"
 PREFIX = "scenario."  # how its parameters appear in --set, --grid and MLflow params
+VALIDATION = "validation"  # the parameter every scenario has: the share of each experience's images held out
+DEFAULT_VALIDATION = 0.1
 
 
 @dataclass
@@ -30,8 +32,12 @@ class Scenario(Plugin):
     """Base class of every scenario.
 
     Subclasses are dataclasses whose fields are their parameters, with defaults. They implement
-    `experience_names` and `build`, and may override `validate` and `experience0_identity`.
+    `experience_names` and `build`, and may override `validate` and `experience0_identity`. Every scenario also
+    has `validation`: the share of each training experience's images whose questions are held out as that
+    experience's validation set (`clbench.scenario.assembly`), so hyperparameters are never chosen on test data.
     """
+
+    validation: float = field(default=DEFAULT_VALIDATION, kw_only=True)
 
     world: ClassVar[str] = "clevr"  # the generated world used when no --data is given: "clevr" or "cogent"
     # Parameters that change only later experiences: runs differing in them share the cached experience 0.
@@ -49,7 +55,7 @@ class Scenario(Plugin):
 
     def experience0_identity(self) -> dict[str, Any]:
         """What the first experience depends on, beside the data, model and training settings (its cache key)."""
-        return {k: v for k, v in self.params().items() if k not in self.later_only}
+        return {k: v for k, v in self.params().items() if k not in (*self.later_only, VALIDATION)}
 
 
 _NAME = re.compile(r"^[\w\-. :/]+$")  # what MLflow allows in the metric names experiences appear in
@@ -88,7 +94,13 @@ def resolve(spec: str) -> type[Scenario]:
 
 
 def instantiate(cls: type[Scenario], overrides: Mapping[str, Any]) -> Scenario:
-    return SCENARIOS.instantiate(cls, overrides, prefix=PREFIX)
+    scenario = SCENARIOS.instantiate(cls, overrides, prefix=PREFIX)
+    if not 0 <= scenario.validation < 1:  # not `validate`: a subclass's own need not call the base's
+        raise ConfigError(
+            f"{PREFIX}{VALIDATION}={scenario.validation} is outside [0, 1)",
+            f"give the share of each experience's images to hold out, e.g. {PREFIX}{VALIDATION}=0.1 (0: none)",
+        )
+    return scenario
 
 
 def load(spec: str, overrides: Mapping[str, Any] | None = None) -> Scenario:

@@ -18,6 +18,7 @@ from clbench.strategy.contract import (
     takes_cache,
 )
 from clbench.strategy.freezing import FreezeParameters, FreezingStrategy
+from clbench.strategy.search import searched
 
 __all__ = [
     "STATE_KINDS",
@@ -35,6 +36,7 @@ __all__ = [
     "require_non_negative",
     "require_positive",
     "resolve",
+    "searched",
     "shortcut",
     "takes_cache",
 ]

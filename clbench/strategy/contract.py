@@ -90,10 +90,12 @@ def require(ok: bool, problem: str, fix: str) -> None:
 
 
 def require_non_negative(name: str, value: float, default: Any) -> None:
+    require(value == value, f"{name}={value} is not a number", f"use --set {name}={default}")
     require(value >= 0, f"{name}={value} is negative", f"use --set {name}={default}")
 
 
 def require_positive(name: str, value: float, default: Any) -> None:
+    require(value == value, f"{name}={value} is not a number", f"use --set {name}={default}")
     require(value > 0, f"{name}={value} must be positive", f"use --set {name}={default}")
 
 

@@ -296,6 +296,7 @@ def generate(
     _check_target(out)
     writable_folder(out.parent, "--out")
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staged.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would become the installed folder's: make it like its siblings
     try:
         counts = _write(staged, preset, seed, progress, _default_workers() if workers is None else workers, world)
         manifest = {"generator": _GENERATOR, "version": SYNTH_VERSION, "seed": seed, "preset": asdict(preset)}
@@ -307,6 +308,12 @@ def generate(
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def default_data_root(preset: str = "small", seed: int = 0, world: str = "clevr") -> Path:

@@ -42,8 +42,13 @@ def checkpoint_dir() -> Path:
 
 
 def scenario_identity(scenario: Any) -> dict[str, Any]:
-    """The scenario's name and what its first experience depends on: runs agreeing on it share experience 0."""
-    return {"name": scenario.name, **scenario.experience0_identity()}
+    """The scenario's name and what its first experience depends on: runs agreeing on it share experience 0.
+
+    The validation share decides which questions experience 0 trains on, so it is part of it; only when set, so
+    the keys (and shipped models) of runs without a validation split stay as they were."""
+    identity = {"name": scenario.name, **scenario.experience0_identity()}
+    share = getattr(scenario, "validation", 0)
+    return identity | ({"validation": share} if share else {})
 
 
 def experience0_key(
@@ -217,6 +222,7 @@ class RunCheckpoint:
     current: TrainingState | None = None  # the state after those epochs
     logged: int = 0  # experiences whose training and evaluation metrics are in the MLflow run
     curves: dict[str, Any] = field(default_factory=dict)  # continual evaluation so far (clbench.evaluation.periodic)
+    valid_curves: dict[str, Any] = field(default_factory=dict)  # the same, on the validation stream
 
     def resumed_as(self, shortcut: str) -> RunCheckpoint:
         """What a resume continues from, by the strategy's shortcut (`clbench.strategy.shortcut`)."""
@@ -227,12 +233,19 @@ class RunCheckpoint:
     def at_experience_start(self) -> RunCheckpoint:
         """The same run without its mid-experience state: the interrupted experience starts again."""
         return RunCheckpoint(
-            self.run_id, self.meta, self.boundaries, self.experience, logged=self.logged, curves=self.curves
+            self.run_id,
+            self.meta,
+            self.boundaries,
+            self.experience,
+            logged=self.logged,
+            curves=self.curves,
+            valid_curves=self.valid_curves,
         )
 
     def restarted(self) -> RunCheckpoint:
         """The same run from its start, remembering what it has logged."""
-        return RunCheckpoint(self.run_id, self.meta, logged=max(self.logged, len(self.boundaries)), curves=self.curves)
+        logged = max(self.logged, len(self.boundaries))
+        return RunCheckpoint(self.run_id, self.meta, logged=logged, curves=self.curves, valid_curves=self.valid_curves)
 
     def to_blob(self) -> dict[str, Any]:
         return {
@@ -245,6 +258,7 @@ class RunCheckpoint:
             "current": self.current.to_blob() if self.current is not None else None,
             "logged": self.logged,
             "curves": self.curves,
+            "valid_curves": self.valid_curves,
         }
 
     @classmethod
@@ -259,6 +273,7 @@ class RunCheckpoint:
             current=TrainingState.from_blob(current) if current is not None else None,
             logged=blob.get("logged", blob["experience"]),  # older checkpoints: every finished experience
             curves=blob.get("curves", {}),
+            valid_curves=blob.get("valid_curves", {}),
         )
 
 

@@ -104,6 +104,7 @@ class Progress:
     curve: list[Point] = field(default_factory=list)
     run_id: str | None = None  # its MLflow run, continued by a resumed pretraining
     finished: str | None = None  # why it stopped: "target", "budget"
+    train_questions: int | None = None  # the size of the training split, for the shipped record
 
     def to_blob(self) -> dict[str, Any]:
         return asdict(self)
