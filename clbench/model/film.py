@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from avalanche.models import DynamicModule
+from avalanche.models.base_model import BaseModel
 from torch import Tensor, nn
 
 from clbench.core.errors import ConfigError
@@ -202,9 +203,13 @@ class Classifier(nn.Module):
             nn.Linear(config.classifier_fc_dim, num_answers),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """What the answer layer reads: the pooled map after the hidden FC layer."""
         x = self.proj(_with_coords(x, self.use_coords))
-        return self.mlp(torch.amax(x, dim=(2, 3)))
+        return self.mlp[:-1](torch.amax(x, dim=(2, 3)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp[-1](self.features(x))
 
 
 def stem_output_size(config: ModelConfig) -> tuple[int, int]:
@@ -252,8 +257,11 @@ STEMS: dict[str, Callable[[ModelConfig], nn.Module]] = {
 }
 
 
-class FiLM(nn.Module):
+class FiLM(nn.Module, BaseModel):
     """The whole model: generator, stem, FiLMed blocks, classifier.
+
+    An Avalanche `BaseModel`: `get_features` gives what the answer layer reads, which feature-distillation
+    methods (Avalanche's LFL) compare between the old and the new model.
 
     `last_film` keeps the (gammas, betas) of the latest forward pass, detached, for the gamma/beta analysis.
     """
@@ -282,6 +290,13 @@ class FiLM(nn.Module):
         return [self.stem, self.blocks, self.classifier]
 
     def forward(self, inputs: FiLMInput) -> Tensor:
+        return self.classifier(self._filmed(inputs))
+
+    def get_features(self, inputs: FiLMInput) -> Tensor:
+        return self.classifier.features(self._filmed(inputs))
+
+    def _filmed(self, inputs: FiLMInput) -> Tensor:
+        """The FiLMed blocks' output map for the inputs (and `last_film` set to their gammas and betas)."""
         images = inputs.images
         if images.dtype == torch.int64 and isinstance(self.stem, ResNetStem):  # rows of the feature bank
             images = self.stem.rows(images)
@@ -296,7 +311,7 @@ class FiLM(nn.Module):
         x = self.stem(images)
         for i, block in enumerate(self.blocks):
             x = block(x, gammas[:, i], betas[:, i])
-        return self.classifier(x)
+        return x
 
 
 def _contiguous_grad(parameter: Tensor) -> None:
