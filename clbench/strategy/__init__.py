@@ -18,6 +18,7 @@ from clbench.strategy.contract import (
     takes_cache,
 )
 from clbench.strategy.freezing import FreezeParameters, FreezingStrategy
+from clbench.strategy.growth import aligned, distance
 from clbench.strategy.search import searched
 
 __all__ = [
@@ -26,8 +27,10 @@ __all__ = [
     "FreezeParameters",
     "FreezingStrategy",
     "Strategy",
+    "aligned",
     "available",
     "describe_shortcut",
+    "distance",
     "instantiate",
     "parse_value",
     "register",
