@@ -1,9 +1,8 @@
-"""Synaptic Intelligence, through Avalanche's SynapticIntelligencePlugin."""
-
-from avalanche.training.plugins import SynapticIntelligencePlugin
+"""Synaptic Intelligence, through Avalanche's SynapticIntelligencePlugin (with its weight snapshots copied, which
+as released it leaves as views of the live weights on CPU: `clbench.strategy.corrected`)."""
 
 from clbench import Strategy, register
-from clbench.strategy import require_non_negative, require_positive, searched
+from clbench.strategy import SynapticIntelligence, require_non_negative, require_positive, searched
 
 
 @register("si")
@@ -20,4 +19,4 @@ class SI(Strategy):
         require_positive("eps", self.eps, 1e-7)
 
     def plugins(self, model):
-        return [SynapticIntelligencePlugin(si_lambda=self.si_lambda, eps=self.eps)]
+        return [SynapticIntelligence(si_lambda=self.si_lambda, eps=self.eps)]

@@ -18,8 +18,10 @@ from clbench import Strategy
 from clbench.config import PRESETS, RunConfig
 from clbench.run.loop import run
 from clbench.run.result import RunResult
-from clbench.strategy.contract import available, instantiate, shortcut
+from clbench.strategy import applicable
+from clbench.strategy.contract import available, instantiate, plugins_of, shortcut
 from clbench.training import checkpoints
+from tests.test_avalanche_plugins import EarlyStopped, StepSchedule
 
 
 class CountSteps(SupervisedPlugin):
@@ -56,7 +58,7 @@ class StopAt(SupervisedPlugin):
         super().__init__()
         self.experience = experience
 
-    def after_training_epoch(self, strategy, **kwargs) -> None:
+    def epoch_ended(self, strategy) -> None:  # after the run's checkpointer has saved the epoch
         if strategy.experience.current_experience == self.experience:
             raise KeyboardInterrupt
 
@@ -75,10 +77,10 @@ class KeepModel(SupervisedPlugin):
 def _run(strategy: Strategy, config: RunConfig, store: str, *, stop: bool = False, resume=None):
     """A run, keeping its model (and the plugins the strategy made) to compare; `stop` interrupts it."""
     kept: dict = {}
-    plugins = strategy.plugins
+    original = replace(strategy)
 
-    def watch(model):
-        kept["plugins"] = plugins(model)
+    def watch(model, run):
+        kept["plugins"] = plugins_of(original, run)
         # an offline strategy trains once, as experience 0
         return [*kept["plugins"], KeepModel(kept), *([StopAt(0 if strategy.offline() else 1)] if stop else [])]
 
@@ -138,7 +140,9 @@ TINY = {"rwalk": {"delta_t": 2}}
 def _cases() -> list:
     builtins = sorted(available().items())
     return [pytest.param(instantiate(cls, TINY.get(name, {})), id=name) for name, cls in builtins] + [
-        pytest.param(UnsaidCounting(), id="a user's strategy that does not say")
+        pytest.param(UnsaidCounting(), id="a user's strategy that does not say"),
+        pytest.param(StepSchedule(gamma=0.5), id="a user's learning-rate schedule"),
+        pytest.param(EarlyStopped(patience=1), id="a user's early stopping"),
     ]
 
 
@@ -152,7 +156,8 @@ def test_no_shortcut_changes_the_result(strategy: Strategy, config, store, warm_
 
     # the cache: warmed by a naive run (as a sweep's first cell does), then by the strategy itself
     cached = _run(strategy, config, store)
-    if strategy.experience0_identity():  # a cache key of its own: the first run wrote it, the second reads it
+    own = strategy.experience0_identity() | applicable.experience0_identity(cached[1]["plugins"])
+    if own:  # a cache key of its own (a schedule's, early stopping's): the first run wrote it, the second reads it
         cached = _run(strategy, config, store)
     took_cache = MlflowClient(store).get_run(cached[0].run_id).data.params["experience0.cached"] == "True"
     assert took_cache == (shortcut(strategy) != "retrain" and not strategy.offline())

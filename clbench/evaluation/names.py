@@ -10,6 +10,7 @@ BWT = "bwt"
 AVERAGE_FORGETTING = "average_forgetting"  # mean forgetting over the test sets of every earlier experience
 AVERAGE_ACCURACY = "average_accuracy"  # mean accuracy over every test set at the end
 WALL_TIME = "wall_time_s"
+EPOCHS_TRAINED = "train/epochs_trained"  # stepped by experience, where a plugin (early stopping) ended it early
 
 # What the run cost (clbench.evaluation.cost): training time only (no data building or evaluation), the process's peak
 # RSS, CUDA's peak allocation where the run used a GPU, and what the strategy keeps beyond the model.

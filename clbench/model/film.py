@@ -261,7 +261,8 @@ class FiLM(nn.Module, BaseModel):
     """The whole model: generator, stem, FiLMed blocks, classifier.
 
     An Avalanche `BaseModel`: `get_features` gives what the answer layer reads, which feature-distillation
-    methods (Avalanche's LFL) compare between the old and the new model.
+    methods compare between the old and the new model; `features` keeps those of the latest forward pass, where
+    Avalanche's FeatureDistillationPlugin reads them (LFL calls `get_features`).
 
     `last_film` keeps the (gammas, betas) of the latest forward pass, detached, for the gamma/beta analysis.
     """
@@ -281,16 +282,23 @@ class FiLM(nn.Module, BaseModel):
         self.register_buffer("pixel_mean", mean, persistent=False)
         self.register_buffer("pixel_std", std, persistent=False)
         self.last_film: tuple[Tensor, Tensor] | None = None
+        self.features: Tensor | None = None
         for parameter in self.parameters():
             if parameter.dim() == 4:  # convolution weights
                 parameter.register_post_accumulate_grad_hook(_contiguous_grad)
+
+    def __getstate__(self) -> dict:
+        """Copies (a plugin's snapshot of the old model) leave out the latest features: they may hang on the graph
+        of a training step, which `copy.deepcopy` refuses to copy."""
+        return {**super().__getstate__(), "features": None}
 
     def filmed_network(self) -> list[nn.Module]:
         """Everything the generator conditions: stem, FiLMed blocks and classifier."""
         return [self.stem, self.blocks, self.classifier]
 
     def forward(self, inputs: FiLMInput) -> Tensor:
-        return self.classifier(self._filmed(inputs))
+        self.features = self.classifier.features(self._filmed(inputs))
+        return self.classifier.mlp[-1](self.features)
 
     def get_features(self, inputs: FiLMInput) -> Tensor:
         return self.classifier.features(self._filmed(inputs))

@@ -43,6 +43,8 @@ class RunContext:
     shipped: Shipped | None
     resume: checkpoints.RunCheckpoint | None
     specs: tuple[str | None, str | None]  # how the strategy and scenario were named (for --resume)
+    optimizer: torch.optim.Optimizer
+    plugins: list[Any]  # the strategy's, built once on the run (`StrategyRun`)
     # set once the MLflow run exists
     run_id: str = ""
     checkpoint: checkpoints.RunCheckpoint | None = None

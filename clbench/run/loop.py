@@ -49,9 +49,17 @@ from clbench.scenario.contract import DEFAULT as DEFAULT_SCENARIO
 from clbench.scenario.contract import DEFAULT_VALIDATION, VALIDATION, Scenario
 from clbench.scenario.contract import experience_names as checked_names
 from clbench.scenario.contract import load as load_scenario
-from clbench.strategy.contract import Strategy, describe_shortcut, shortcut, takes_cache
+from clbench.strategy import applicable
+from clbench.strategy.contract import (
+    Strategy,
+    StrategyRun,
+    describe_shortcut,
+    plugins_of,
+    shortcut,
+    takes_cache,
+)
 from clbench.training import checkpoints, distributed
-from clbench.training.template import FiLMTemplate, ProgressBar, film_template
+from clbench.training.template import FiLMTemplate, ProgressBar, film_template, make_optimizer
 
 
 def run(
@@ -127,14 +135,17 @@ def _build(
             f"scenario {scenario.name!r} announced experiences {names} but built {bench.experience_names}",
             "return the same names from experience_names() as the Parts given to assemble()",
         )
-    shipped = find_shipped(config, scenario, bench, strategy, main, resume)  # refuses weights that do not fit
+    RNGManager.set_random_seeds(config.seed)
+    model = build_model(config, bench, device)
+    optimizer = make_optimizer(config, model)
+    plugins = plugins_of(strategy, StrategyRun(model, optimizer, config, device, names, bool(bench.valid_stream)))
+    applicable.check(plugins, validation=bool(bench.valid_stream), device=device)
+    own = strategy.experience0_identity() | applicable.experience0_identity(plugins)
+    shipped = find_shipped(config, scenario, bench, strategy, own, main, resume)  # refuses weights that do not fit
     if main:
         tracking.prepare_store(uri)
         tracking.end_orphaned_runs(experiment)
-    RNGManager.set_random_seeds(config.seed)
-    model = build_model(config, bench, device)
-    identity = (checkpoints.scenario_identity(scenario), strategy.experience0_identity())
-    key = checkpoints.experience0_key(config, bench.fingerprint, *identity)
+    key = checkpoints.experience0_key(config, bench.fingerprint, checkpoints.scenario_identity(scenario), own)
     shown = {k: v for k, v in scenario.params().items() if (k, v) != (VALIDATION, DEFAULT_VALIDATION)}
     run_name = run_name or tracking.run_name(tracking.strategy_label(strategy), scenario.name, shown, config.seed)
     print(f"{describe_shortcut(strategy)}.", file=sys.stderr)
@@ -143,7 +154,7 @@ def _build(
     reuse = config.train.reuse_experience0 and takes_cache(strategy)
     return RunContext(
         config, strategy, scenario, names, bench, model, device, main, progress and main, experiment, run_name,
-        uri, key, reuse, shipped, resume, (None, None),
+        uri, key, reuse, shipped, resume, (None, None), optimizer, plugins,
     )  # fmt: skip
 
 
@@ -297,7 +308,7 @@ def _template(ctx: RunContext) -> FiLMTemplate:
         ctx.predictions,
         loggers=[ctx.logger] if ctx.main else [],
     )
-    own = ctx.strategy.plugins(ctx.model)
+    own = ctx.plugins
     plugins = [
         ctx.checkpointer,  # first: it must see an experience's end before any strategy hook changes state
         *own,
@@ -312,10 +323,18 @@ def _template(ctx: RunContext) -> FiLMTemplate:
         epochs=ctx.config.train.epochs_of(0),
         base=ctx.strategy.template,
         train_mb_size=distributed.per_rank_batch(ctx.config.train.batch_size),
+        optimizer=ctx.optimizer,
         plugins=plugins,
         evaluator=evaluator,
-        **ctx.strategy.template_args(),
+        **_periodic_validation(own) | ctx.strategy.template_args(),
     )
+
+
+def _periodic_validation(plugins: list[Any]) -> dict[str, Any]:
+    """Early stopping reads the validation accuracy Avalanche's periodic evaluation leaves in the evaluator: every
+    epoch (or iteration), on the experience's validation set (`_train` passes it)."""
+    stopper = applicable.early_stopping(plugins)
+    return {} if stopper is None else {"eval_every": 1, "peval_mode": stopper.peval_mode}
 
 
 def _continual_evaluation(
@@ -349,8 +368,7 @@ def _train(ctx: RunContext, i: int, experience: Any) -> None:
     )  # fmt: skip
     name, resumed = ctx.rows[i], ctx.resume is not None
     template.train_epochs = config.train.epochs_of(i)
-    for group in template.optimizer.param_groups:
-        group["lr"] = config.train.lr_of(i)
+    _set_learning_rate(ctx, i)
     if i < len(checkpoint.boundaries):  # trained before (cache or checkpoint): only its end-of-experience hooks
         shipped = i == 0 and checkpoint.meta.get("pretrained")
         what = "replaying its end" if resumed else f"starting from {shipped}" if shipped else "reusing the cached model"
@@ -362,20 +380,39 @@ def _train(ctx: RunContext, i: int, experience: Any) -> None:
         template.train_epochs -= checkpoint.epochs_done
         if watcher is not None:
             watcher.start_at(checkpoint.epochs_done)
-    template.train(experience, **_loader_args(config, template.device))
+    valid = list(ctx.bench.valid_stream) if ctx.strategy.offline() else ctx.bench.valid_stream[i]
+    validate = [valid] if template.eval_every > 0 else None  # for early stopping (`_periodic_validation`)
+    template.train(experience, eval_streams=validate, **_loader_args(config, template.device))
+    _say_early_stop(ctx, i, template)
+
+
+def _set_learning_rate(ctx: RunContext, i: int) -> None:
+    """Experience i's learning rate where the config changes it (`--set train.lr=1e-3,1e-4`); between such changes
+    a scheduler's plugin steers it, and resets to it (its base rate) at an experience's end."""
+    train, optimizer = ctx.config.train, ctx.template.optimizer
+    lr = train.lr_of(i)
+    if i > 0 and lr == train.lr_of(i - 1):
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    for scheduler in applicable.lr_schedulers(ctx.plugins):
+        scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+
+
+def _say_early_stop(ctx: RunContext, i: int, template: FiLMTemplate) -> None:
+    """A plugin that stopped training early (early stopping) is said, and logged: `train.epochs` is the plan."""
+    planned, trained = ctx.config.train.epochs_of(i), template.clock.train_exp_epochs
+    if template.train_epochs == 0 or trained >= planned or not ctx.main:
+        return
+    print(f"experience {i} ({ctx.rows[i]}): stopped after {trained} of {planned} epochs by a plugin", file=sys.stderr)
+    ctx.logger.log_single_metric(metric_names.EPOCHS_TRAINED, trained, i)
 
 
 def _evaluate(ctx: RunContext, after: str) -> Measured:
-    """The whole test stream: accuracy per test set, per question type where a set holds several, and FiLM.
-
-    Evaluation leaves the random state as it found it (its loaders draw seeds from it): training goes on the
-    same whether or not, and how often, it evaluates, which is also what keeps the ranks of a torchrun job,
-    where rank 0 alone evaluates, drawing the same shuffles.
-    """
+    """The whole test stream: accuracy per test set, per question type where a set holds several, and FiLM
+    (leaving the random state as it found it: `LoopAdditions.eval`)."""
     bench = ctx.bench
-    rng = checkpoints.rng_state()
     metrics = ctx.template.eval(bench.test_stream, **_loader_args(ctx.config, ctx.device))
-    checkpoints.set_rng_state(rng)
     per_type = {}
     for j, test in enumerate(bench.test_names):
         row = {

@@ -15,6 +15,7 @@ from clbench.scenario.assembly import Benchmark
 from clbench.scenario.contract import Scenario
 from clbench.strategy.contract import Strategy, takes_cache
 from clbench.training import checkpoints
+from clbench.training.template import make_optimizer
 
 
 @dataclass(frozen=True)
@@ -28,17 +29,19 @@ def find_shipped(
     scenario: Scenario,
     bench: Benchmark,
     strategy: Strategy,
+    experience0: dict[str, Any],
     main: bool,
     resume: checkpoints.RunCheckpoint | None,
 ) -> Shipped | None:
     """The shipped first-task model this run starts from, if one matches, said in one line either way; its weights
     checked against today's model before anything is written.
 
-    Strategies that train experience 0 their own way (`experience0_identity`) and offline ones do not start
-    from it. One whose plugins must see training (the `training` kind) starts from the shipped weights and trains
+    Strategies that train experience 0 their own way (`experience0`: the strategy's identity, and its plugins'
+    where they schedule the learning rate or stop early) and offline ones do not start from it. One whose plugins
+    must see training (the `training` kind) starts from the shipped weights and trains
     experience 0's epochs on top, so its state is built from training as its contract says.
     """
-    if strategy.offline() or strategy.experience0_identity():
+    if strategy.offline() or experience0:
         return None
     if resume is not None:  # a resumed run starts from what it started from, whatever is installed now
         started = resume.meta.get("pretrained") or pretrained.NONE
@@ -59,8 +62,7 @@ def find_shipped(
 
 def shipped_state(model: FiLM, weights: dict[str, torch.Tensor], config: RunConfig) -> checkpoints.TrainingState:
     """Experience 0's end as a shipped model gives it: its weights, a fresh optimiser, the run's seeded RNG."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
-    return checkpoints.TrainingState(weights, optimizer.state_dict(), checkpoints.rng_state())
+    return checkpoints.TrainingState(weights, make_optimizer(config, model).state_dict(), checkpoints.rng_state())
 
 
 def shipped_params(record: pretrained.Record | None) -> dict[str, Any]:

@@ -5,9 +5,11 @@ from clbench.strategy.contract import (
     STATE_KINDS,
     STRATEGIES,
     Strategy,
+    StrategyRun,
     available,
     describe_shortcut,
     instantiate,
+    plugins_of,
     register,
     require,
     require_buffer,
@@ -17,6 +19,7 @@ from clbench.strategy.contract import (
     shortcut,
     takes_cache,
 )
+from clbench.strategy.corrected import SynapticIntelligence
 from clbench.strategy.freezing import FreezeParameters, FreezingStrategy
 from clbench.strategy.growth import aligned, distance
 from clbench.strategy.search import searched
@@ -27,12 +30,15 @@ __all__ = [
     "FreezeParameters",
     "FreezingStrategy",
     "Strategy",
+    "StrategyRun",
+    "SynapticIntelligence",
     "aligned",
     "available",
     "describe_shortcut",
     "distance",
     "instantiate",
     "parse_value",
+    "plugins_of",
     "register",
     "require",
     "require_buffer",

@@ -14,6 +14,7 @@ would. How that is done depends on when the plugins build their state, which eac
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -41,6 +42,19 @@ Shortcut = Literal["replay", "replay-ends", "retrain"]
 _SHORTCUTS: dict[str | None, Shortcut] = {"boundaries": "replay", "within-experience": "replay-ends"}
 
 
+@dataclass(frozen=True)
+class StrategyRun:
+    """What of the run a strategy's plugins may use besides the model: built before the plugins, so that a plugin
+    that steers the optimiser (Avalanche's `LRSchedulerPlugin`) holds the one that trains."""
+
+    model: Any
+    optimizer: Any  # the run's torch optimiser: Adam at the first experience's learning rate
+    config: Any  # the run's `clbench.config.RunConfig`
+    device: Any  # torch.device
+    experience_names: tuple[str, ...]
+    validation: bool  # whether the scenario holds out validation sets (the only stream early stopping may watch)
+
+
 @dataclass
 class Strategy(Plugin):
     """Base class of every continual-learning strategy.
@@ -59,8 +73,11 @@ class Strategy(Plugin):
     """Whether torchrun may train it data-parallel: False where its plugins act on one rank's minibatch (its
     ranks would drift apart). A strategy that says True is still checked at each experience's end."""
 
-    def plugins(self, model: Any) -> list[Any]:
-        """Avalanche plugins that implement the strategy on top of the template's training loop."""
+    def plugins(self, model: Any, run: StrategyRun | None = None) -> list[Any]:
+        """Avalanche plugins that implement the strategy on top of the template's training loop.
+
+        `run` gives the run's optimiser, config, device and experience names; a strategy written as
+        `plugins(self, model)` is still called with the model alone (`plugins_of`)."""
         return []
 
     def template_args(self) -> dict[str, Any]:
@@ -81,6 +98,16 @@ class Strategy(Plugin):
         from avalanche.training import JointTraining
 
         return cls.template is not None and issubclass(cls.template, JointTraining)
+
+
+def plugins_of(strategy: Strategy, run: StrategyRun) -> list[Any]:
+    """The strategy's plugins, handing it the run where its `plugins` takes a `run` argument."""
+    try:
+        parameters = inspect.signature(strategy.plugins).parameters.values()
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read: the original contract
+        parameters = []
+    takes_run = any(p.name == "run" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return list(strategy.plugins(run.model, run=run) if takes_run else strategy.plugins(run.model))
 
 
 def require(ok: bool, problem: str, fix: str) -> None:

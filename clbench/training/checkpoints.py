@@ -32,6 +32,7 @@ from clbench.core.errors import ConfigError
 from clbench.core.locks import lease_lock
 from clbench.core.paths import cache_root, replace_atomically
 from clbench.model.film import model_identity
+from clbench.strategy.applicable import lr_schedulers
 from clbench.training import distributed
 
 FORMAT_VERSION = 1
@@ -122,13 +123,16 @@ _CLOCK_COUNTERS = ("train_iterations", "train_exp_iterations", "total_iterations
 
 @dataclass
 class TrainingState:
-    """Model, optimiser, gradient-scaler, RNG and clock states at one instant: tensors and plain values only."""
+    """Model, optimiser, gradient-scaler, RNG and clock states at one instant, and those of the learning-rate
+    schedulers the strategy's plugins step (`clbench.strategy.applicable.lr_schedulers`): tensors and plain values
+    only."""
 
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     rng: dict[str, Any]
     scaler: dict[str, Any] | None = None
     clock: dict[str, int] | None = None  # None in entries written before clocks were kept
+    schedulers: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def capture(cls, strategy) -> TrainingState:
@@ -139,6 +143,7 @@ class TrainingState:
             rng=rng_state(),
             scaler=scaler.state_dict() if scaler is not None else None,
             clock={name: int(getattr(strategy.clock, name)) for name in _CLOCK_COUNTERS},
+            schedulers=[copy.deepcopy(s.state_dict()) for s in lr_schedulers(strategy.plugins)],
         )
 
     def restore(self, strategy) -> None:
@@ -150,14 +155,21 @@ class TrainingState:
         set_rng_state(self.rng)
         for name, value in (self.clock or {}).items():
             setattr(strategy.clock, name, value)
+        if self.schedulers:  # none in a shipped model's state: its schedulers start fresh, as they were built
+            for scheduler, state in zip(lr_schedulers(strategy.plugins), self.schedulers, strict=True):
+                scheduler.load_state_dict(copy.deepcopy(state))
 
     def to_blob(self) -> dict[str, Any]:
         blob = {"model": self.model, "optimizer": self.optimizer, "rng": self.rng, "scaler": self.scaler}
+        blob |= {"schedulers": self.schedulers} if self.schedulers else {}
         return blob | ({"clock": self.clock} if self.clock is not None else {})
 
     @classmethod
     def from_blob(cls, blob: dict[str, Any]) -> TrainingState:
-        return cls(blob["model"], blob["optimizer"], blob["rng"], blob.get("scaler"), blob.get("clock"))
+        return cls(
+            blob["model"], blob["optimizer"], blob["rng"], blob.get("scaler"), blob.get("clock"),
+            blob.get("schedulers", []),
+        )  # fmt: skip
 
 
 def _save_atomic(blob: dict[str, Any], path: Path) -> Path:
@@ -315,7 +327,8 @@ class Checkpointer(SupervisedPlugin):
     A restored state is put in place as late as the original run had it: a mid-experience state when the
     first remaining epoch starts (after every plugin's start-of-experience hooks, which may reset the model
     as GDumb does), an experience's end when that end comes. Must come first in the plugin list (Avalanche
-    calls plugins in list order), so that an epoch's state is taken before other plugins act on it.
+    calls plugins in list order), so that a restored epoch is in place before other plugins' hooks see it; an
+    epoch's state is taken once every plugin's end-of-epoch hook has run (`epoch_ended`, which the template calls).
     """
 
     def __init__(self, checkpoint: RunCheckpoint, experience0_key: str | None = None, *, write: bool = True) -> None:
@@ -346,7 +359,8 @@ class Checkpointer(SupervisedPlugin):
             strategy.clock.train_exp_epochs = self._epochs  # this experience's epochs done before the restore
         self._restore_pending(strategy)
 
-    def after_training_epoch(self, strategy, **kwargs) -> None:
+    def epoch_ended(self, strategy) -> None:
+        """After every plugin's `after_training_epoch` (a scheduler's step): the state the next epoch starts from."""
         self._epochs += 1
         self._trained += 1
         self.checkpoint.experience = strategy.experience.current_experience

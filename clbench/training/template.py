@@ -2,12 +2,15 @@
 
 `LoopAdditions` is mixed into whichever template the strategy runs on (`template_class`): SupervisedTemplate
 by default, DER, ER-ACE, MIR, Cumulative or JointTraining where a strategy asks for one. The loop stays
-Avalanche's; it adds two things no Avalanche template has:
+Avalanche's; it adds what no Avalanche template has:
 - mixed precision: autocast (bf16/fp16) and a gradient scaler for fp16, by overriding `forward`, `criterion`,
   `backward` and `optimizer_step`;
 - an `experience_ending(strategy)` call to plugins that have one, before the template's own end-of-experience
   work. DER updates its buffer there before any plugin's `after_training_exp` runs, so this is the one point
   where the state at an experience's end can be taken (and put back) before anything acts on it;
+- an `epoch_ended(strategy)` call after every plugin's `after_training_epoch` (a scheduler's step included): where
+  the state the next epoch starts from is taken;
+- evaluation that leaves the random state as it found it;
 - under torchrun, training's forward pass goes through a DDP view of the model (`clbench.training.distributed`), and
   evaluation reads whole test sets (rank 0 evaluates alone).
 """
@@ -23,7 +26,7 @@ from avalanche.training.plugins import SupervisedPlugin
 from avalanche.training.templates import SupervisedTemplate
 from tqdm.auto import tqdm
 
-from clbench.training import distributed
+from clbench.training import checkpoints, distributed
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -71,6 +74,16 @@ class LoopAdditions:
         a strategy's state agrees across ranks is checked on the state itself instead (`AgreementCheck`)."""
         return True
 
+    def eval(self, *args, **kwargs):
+        """Evaluation leaves the random state as it found it (its loaders draw seeds from it): training goes on the
+        same whether, and how often, it evaluates (the periodic evaluation early stopping reads included), which is
+        also what keeps the ranks of a torchrun job, where rank 0 alone evaluates, drawing the same shuffles."""
+        state = checkpoints.rng_state()
+        try:
+            return super().eval(*args, **kwargs)
+        finally:
+            checkpoints.set_rng_state(state)
+
     def make_eval_dataloader(self, **kwargs):
         super().make_eval_dataloader(**kwargs)
         self.dataloader.distributed_sampling = False  # rank 0 evaluates alone, on the whole test set
@@ -91,6 +104,12 @@ class LoopAdditions:
         else:
             super().optimizer_step()
 
+    def _after_training_epoch(self, **kwargs):
+        super()._after_training_epoch(**kwargs)
+        for plugin in self.plugins:
+            if hasattr(plugin, "epoch_ended"):
+                plugin.epoch_ended(self)
+
     def _after_training_exp(self, **kwargs):
         if distributed.active():
             distributed.sync_buffers(self.model)
@@ -109,24 +128,35 @@ def template_class(base: type[SupervisedTemplate] | None = None) -> type[Supervi
 FiLMTemplate = template_class()
 
 
+def make_optimizer(config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam at the first experience's learning rate and the config's weight decay: every training in clbench."""
+    return torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
+
+
 def film_template(
-    config, model: torch.nn.Module, device: torch.device, *, epochs: int, base=None, train_mb_size=None, **extra
+    config,
+    model: torch.nn.Module,
+    device: torch.device,
+    *,
+    epochs: int,
+    base=None,
+    train_mb_size=None,
+    optimizer: torch.optim.Optimizer | None = None,
+    **extra,
 ) -> SupervisedTemplate:
-    """A template the way every training in clbench is set up: Adam at the first experience's learning rate and the
-    config's weight decay, cross-entropy, the config's batch sizes and mixed precision, no periodic evaluation.
-    `extra` goes to the template (plugins, evaluator, a strategy's template arguments)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr_of(0), weight_decay=config.train.weight_decay)
+    """A template the way every training in clbench is set up: `make_optimizer`'s Adam (or the run's, made before
+    its plugins), cross-entropy, the config's batch sizes and mixed precision, no periodic evaluation unless `extra`
+    asks for it. `extra` goes to the template (plugins, evaluator, a strategy's template arguments)."""
     return template_class(base)(
         model=model,
-        optimizer=optimizer,
+        optimizer=optimizer or make_optimizer(config, model),
         criterion=torch.nn.CrossEntropyLoss(),
         train_mb_size=train_mb_size or config.train.batch_size,
         train_epochs=epochs,
         eval_mb_size=config.train.eval_batch_size,
         device=device,
-        eval_every=-1,
         amp=amp_dtype(config.train.amp, device),
-        **extra,
+        **({"eval_every": -1} | extra),
     )
 
 
