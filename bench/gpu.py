@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from clbench.core.console import quiet_libraries
+from clbench.evaluation import names as metric_names
 
 TARGET_FEATURES_BF16 = 15_000  # questions/s, one H100
 TARGET_LOADER_RATIO = 3.0
@@ -461,7 +462,7 @@ def correctness(device: torch.device, folder: Path) -> tuple[list[str], bool]:
     for name in ("whole", "stopped"):
         run = runs[name]
         metrics = run.data.metrics
-        matrix = {k: v for k, v in metrics.items() if k.startswith("accuracy/after_")}
+        matrix = {k: v for k, v in metrics.items() if k.startswith(metric_names.ACCURACY_PREFIX)}
         losses = [
             m.value for m in client.get_metric_history(run.info.run_id, "Loss_Epoch/train_phase/train_stream/Task000")
         ]

@@ -49,6 +49,17 @@ def _api(server: str, endpoint: str, body: dict | None = None, **query: str) -> 
         return json.loads(response.read())
 
 
+# Avalanche's own metric streams (its names: accuracies as fractions, losses) and clbench's per-type accuracy
+# in the same form; every other name says its unit, or is a share, a rate, a count or a γ/β statistic.
+_AVALANCHE = ("Top1_Acc_", "Loss_", "Acc_QType/", "StreamBWT/", "ExperienceBWT/", "StreamForgetting/",
+              "ExperienceForgetting/")  # fmt: skip
+_UNIT = re.compile(r"_(frac|s|bytes|h)(/|$)|_share$|_rate(/|$)|_iterations/|_questions$|/channels$|^film(_drift)?/")
+
+
+def _says_its_unit(name: str) -> bool:
+    return name.startswith(_AVALANCHE) or bool(_UNIT.search(name.removeprefix("valid/")))
+
+
 def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_over_http):
     experiment = _api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
     parent = _api(server, "runs/get", run_id=swept_over_http)["run"]
@@ -75,8 +86,10 @@ def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         cells.add((params["strategy"], params["scenario.fraction"], params["seed"]))
         assert run["info"]["status"] == "FINISHED"
-        for name in ("final_accuracy/CLEVR", "final_accuracy/CLEVR-Humans", "forgetting/CLEVR", "bwt"):
+        for name in ("final_accuracy_frac/CLEVR", "final_accuracy_frac/CLEVR-Humans", "forgetting_frac/CLEVR"):
             assert 0 <= abs(metrics[name]) <= 1
+        assert -1 <= metrics["bwt_frac"] <= 1
+        assert [name for name in metrics if not _says_its_unit(name)] == []
         assert "film/after_CLEVR-Humans/CLEVR/all/gamma_negative_share" in metrics
         assert "film_drift/CLEVR/all/gamma_mean_abs_change" in metrics
     assert cells == {(s, f, "0") for s in ("naive", "ewc") for f in ("0.5", "1.0")}
@@ -115,8 +128,8 @@ def test_the_ui_lists_the_sweep_in_headless_chromium(server: str, swept_over_htt
     _, text = _render(address, tmp_path, "matching runs")
     assert "sweep 2×2×1" in text  # the parent run, with its four cells nested under it
     assert "5 matching runs" in text
-    assert "Columns to compare on" in text and "continual/wc_acc" in text  # the experiment's description, first
-    assert "final_accuracy/CLEVR" in text and "average_forgetting" in text  # the columns compared, shown
+    assert "Columns to compare on" in text and "continual/wc_acc_frac" in text  # the experiment's description, first
+    assert "final_accuracy_frac/CLEVR" in text and "average_forgetting_frac" in text  # the columns compared, shown
 
 
 def test_ui_runs_mlflow_through_its_own_interpreter_and_opens_on_the_runs_table(tiny_root, tmp_path, monkeypatch):
@@ -139,7 +152,7 @@ def test_ui_runs_mlflow_through_its_own_interpreter_and_opens_on_the_runs_table(
         assert "ewc(ewc_lambda=500) · clevr-humans · fraction=1 · seed=0" in text  # two λ told apart by name
         assert "ewc · clevr-humans · fraction=1 · seed=0" in text
         assert "2 matching runs" in text and "Traces 0" not in text
-        for column in ("final_accuracy/CLEVR", "final_accuracy/CLEVR-Humans", "average_forgetting"):
+        for column in ("final_accuracy_frac/CLEVR", "final_accuracy_frac/CLEVR-Humans", "average_forgetting_frac"):
             assert column in text
 
 
@@ -154,7 +167,7 @@ def test_a_run_shows_its_continual_evaluation_chart(server: str, swept_over_http
     )["runs"]
     assert found, f"no run named {name!r}"
     run_id = found[0]["info"]["run_id"]
-    key = "continual/during_CLEVR-Humans/CLEVR"
+    key = "continual_accuracy_frac/during_CLEVR-Humans/CLEVR"
     history = _api(server, "metrics/get-history", run_id=run_id, metric_key=key)["metrics"]
     last_step = max(int(m.get("step", 0)) for m in history)
     assert len(history) >= 3 and last_step > 0  # its first iteration, every `eval.every`, and its last
@@ -162,7 +175,7 @@ def test_a_run_shows_its_continual_evaluation_chart(server: str, swept_over_http
     # the run's page lists the chart under its section ...
     _, text = _render(f"{server}/#/experiments/{experiment}/runs/{run_id}/model-metrics", tmp_path, "Model metrics")
     assert name in text
-    assert "continual/during_CLEVR-Humans" in text
+    assert "continual_accuracy_frac/during_CLEVR-Humans" in text
 
     # ... and the chart itself plots the curve against the step (the page the chart's "expand" link opens)
     quoted = urllib.parse.quote(json.dumps(key), safe="")

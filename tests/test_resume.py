@@ -72,7 +72,7 @@ def _accuracy(store: str) -> tuple[str, dict[str, float], list]:
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     runs = client.search_runs([experiment])
     finished = [r for r in runs if r.info.status == "FINISHED"]
-    compared = ("accuracy/", "type_accuracy/", "film/", "forgetting/")  # film statistics move with any weight
+    compared = ("accuracy_frac/", "type_accuracy_frac/", "film/", "forgetting_frac/")  # film: moves with any weight
     metrics = {k: v for k, v in finished[0].data.metrics.items() if k.startswith(compared)}
     return finished[0].info.run_id, metrics, runs
 

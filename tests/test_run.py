@@ -152,7 +152,7 @@ def test_mlflow_holds_params_stepped_metrics_and_artifacts(tiny_config, tracking
     history = client.get_metric_history(result.run_id, accuracy_key(0))
     assert len(history) == 2 and history[0].step < history[1].step
     assert history[-1].value == pytest.approx(result.accuracy.iloc[1, 0])
-    assert data.metrics["bwt"] == pytest.approx(result.bwt)
+    assert data.metrics["bwt_frac"] == pytest.approx(result.bwt)
     assert "Acc_QType/eval_phase/test_stream/Exp000/count" in data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"accuracy_matrix.csv", "config.yaml", "model.pt"} <= artifacts

@@ -99,7 +99,7 @@ def test_question_types_logs_a_five_by_five_matrix(tiny: RunConfig, tracking_sto
     )
     assert list(result.accuracy.index) == list(TYPES) == list(result.accuracy.columns)
     metrics = _metrics(tracking_store, result.run_id)
-    logged = [name for name in metrics if name.startswith("accuracy/after_")]
+    logged = [name for name in metrics if name.startswith("accuracy_frac/after_")]
     assert len(logged) == 25
     assert metrics[metric_names.accuracy("count", "exist")] == pytest.approx(result.accuracy.loc["count", "exist"])
     assert set(result.forgetting) == set(TYPES[:-1])
@@ -240,9 +240,8 @@ def test_a_five_experience_run_killed_in_experience_three_resumes_to_the_same_en
         client = MlflowClient(store)
         [finished] = client.search_runs([client.get_experiment_by_name("five").experiment_id])
         assert finished.info.status == "FINISHED"
-        compared = {
-            k: v for k, v in finished.data.metrics.items() if k.startswith(("accuracy/", "forgetting/", "film/"))
-        }
+        prefixes = ("accuracy_frac/", "forgetting_frac/", "film/")
+        compared = {k: v for k, v in finished.data.metrics.items() if k.startswith(prefixes)}
         results[name] = (compared, _final_weights(store, finished.info.run_id, tmp_path / name))
     assert len(results["reference"][0]) >= 25 and results["killed"][0] == results["reference"][0]
     reference, got = results["reference"][1], results["killed"][1]

@@ -84,7 +84,7 @@ def test_sweep_trains_experience0_once_per_seed_in_a_parent_run(swept):
     assert sorted(c.data.params["seed"] for c in trained) == ["0", "1"]
     # every cell of a seed started from the same CLEVR model
     for seed in ("0", "1"):
-        before = {c.data.metrics["accuracy/after_CLEVR/CLEVR"] for c in children if c.data.params["seed"] == seed}
+        before = {c.data.metrics["accuracy_frac/after_CLEVR/CLEVR"] for c in children if c.data.params["seed"] == seed}
         assert len(before) == 1
 
 
@@ -122,15 +122,15 @@ def test_report_files_hold_the_numbers_of_the_runs(swept, tmp_path: Path):
                 for c in children
                 if c.data.params["strategy"] == strategy and float(c.data.params["scenario.fraction"]) == fraction
             ]
-            humans = pd.Series([m["accuracy/after_CLEVR-Humans/CLEVR-Humans"] for m in cell])
-            forgot = pd.Series([m["forgetting/CLEVR"] for m in cell])
+            humans = pd.Series([m["accuracy_frac/after_CLEVR-Humans/CLEVR-Humans"] for m in cell])
+            forgot = pd.Series([m["forgetting_frac/CLEVR"] for m in cell])
             assert table.loc[(strategy, fraction), "new_after_mean"] == pytest.approx(humans.mean())
             assert table.loc[(strategy, fraction), "new_after_std"] == pytest.approx(humans.std())
             assert forgetting.loc[(strategy, fraction), "CLEVR_mean"] == pytest.approx(forgot.mean())
             assert table.loc[(strategy, fraction), "n"] == 2
             if fraction == 1.0:  # the matrices are at the largest fraction
                 assert matrices.loc[(strategy, "CLEVR-Humans"), "CLEVR"] == pytest.approx(
-                    pd.Series([m["accuracy/after_CLEVR-Humans/CLEVR"] for m in cell]).mean()
+                    pd.Series([m["accuracy_frac/after_CLEVR-Humans/CLEVR"] for m in cell]).mean()
                 )
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| naive" in summary and "![accuracy vs fraction](accuracy_vs_fraction.png)" in summary
@@ -212,19 +212,20 @@ def test_report_measures_intervals_and_the_paired_comparison(swept, tmp_path: Pa
 
     # intervals: t(0.975, 1 degree of freedom) = 12.7062 times the standard error of two seeds
     final = pd.read_csv(tmp_path / "final.csv", index_col=0)
-    humans = pd.Series([cells[("ewc", 1.0, s)].data.metrics["final_accuracy/CLEVR-Humans"] for s in (0, 1)])
+    humans = pd.Series([cells[("ewc", 1.0, s)].data.metrics["final_accuracy_frac/CLEVR-Humans"] for s in (0, 1)])
     assert final.loc["ewc", "final CLEVR-Humans_ci"] == pytest.approx(12.7062 * humans.std() / 2**0.5, rel=1e-4)
 
     # ewc against naive, paired by seed
     comparison = pd.read_csv(tmp_path / "comparison_with_naive.csv", index_col=0)
-    forgot = {s: {k: cells[(k, 1.0, s)].data.metrics["average_forgetting"] for k in ("ewc", "naive")} for s in (0, 1)}
+    forgetting = "average_forgetting_frac"
+    forgot = {s: {k: cells[(k, 1.0, s)].data.metrics[forgetting] for k in ("ewc", "naive")} for s in (0, 1)}
     expected = sum(f["ewc"] - f["naive"] for f in forgot.values()) / 2
     assert comparison.loc["ewc", "forgetting_difference"] == pytest.approx(expected, abs=1e-12)
     assert comparison.loc["ewc", "forgetting_n"] == 2
 
     # the measures are the cells' means; the references were trained once per fraction and seed, and cached
     measures = pd.read_csv(tmp_path / "measures.csv", index_col=0)
-    for name, metric in (("forward transfer", "forward_transfer"), ("WC-ACC", "continual/wc_acc")):
+    for name, metric in (("forward transfer", "forward_transfer_frac"), ("WC-ACC", "continual/wc_acc_frac")):
         values = [cells[("naive", 1.0, s)].data.metrics[metric] for s in (0, 1)]
         assert measures.loc["naive", f"{name}_mean"] == pytest.approx(sum(values) / 2)
     references = sorted(p.name.split("-")[0] for p in (home / "cache" / "checkpoints" / "references").glob("*.json"))
@@ -233,6 +234,6 @@ def test_report_measures_intervals_and_the_paired_comparison(swept, tmp_path: Pa
     # the continual-evaluation curves in the report are the runs' own stepped metrics
     curves = pd.read_csv(tmp_path / "continual_eval.csv")
     run = cells[("ewc", 1.0, 1)]
-    history = client.get_metric_history(run.info.run_id, "continual/during_CLEVR-Humans/CLEVR")
+    history = client.get_metric_history(run.info.run_id, "continual_accuracy_frac/during_CLEVR-Humans/CLEVR")
     mine = curves[(curves["strategy"] == "ewc") & (curves["seed"] == 1)]
     assert sorted(zip(mine["iteration"], mine["accuracy"], strict=True)) == sorted((m.step, m.value) for m in history)

@@ -89,9 +89,9 @@ def test_runs_show_validation_metrics_by_default(tiny_root, tracking_store, tmp_
     client = MlflowClient(tracking_store)
     (run,) = client.search_runs([client.get_experiment_by_name("clevr-humans").experiment_id])
     metrics = run.data.metrics
-    for name in ("valid/average_accuracy", "valid/average_forgetting", "valid/learning_accuracy"):
+    for name in ("valid/average_accuracy_frac", "valid/average_forgetting_frac", "valid/learning_accuracy_frac"):
         assert name in metrics
-    assert "valid/accuracy/after_CLEVR/CLEVR" in metrics and "accuracy/after_CLEVR/CLEVR" in metrics
+    assert "valid/accuracy_frac/after_CLEVR/CLEVR" in metrics and "accuracy_frac/after_CLEVR/CLEVR" in metrics
     assert int(run.data.params["data.size.valid/CLEVR"]) > 0
 
 
@@ -119,7 +119,7 @@ def test_tune_killed_after_two_trials_completes_four_without_redoing_them(
     assert sorted(int(r.data.tags[TRIAL_TAG]) for r in trials) == [0, 1, 2, 3]  # each trial ran once
     for run in trials:
         assert run.data.tags[STATE_TAG] in ("complete", "pruned")
-        assert "valid/accuracy/after_CLEVR/CLEVR" in run.data.metrics
+        assert "valid/accuracy_frac/after_CLEVR/CLEVR" in run.data.metrics
     assert {r.data.tags["clbench.role"] for r in children if r.data.tags[KIND_TAG] == "final"} == {"tuned", "naive"}
 
     folder = tmp_path / "out" / "clevr-humans" / "ewc"
@@ -137,7 +137,7 @@ def _finished_trial(number: int, values: list[float], lam: float):
         values=values,
         params={"ewc_lambda": lam},
         distributions={"ewc_lambda": optuna.distributions.FloatDistribution(1, 1e6, log=True)},
-        user_attrs={"validation": {"valid/average_accuracy": values[0], "average_accuracy": 0.987654}},
+        user_attrs={"validation": {"valid/average_accuracy_frac": values[0], "average_accuracy_frac": 0.987654}},
     )
 
 

@@ -32,6 +32,7 @@ from clbench.engines.tune import (
     storage_url,
     tune_worker,
 )
+from clbench.evaluation import names as metric_names
 from clbench.report import tracking
 
 ROLE_TAG = "clbench.role"  # on a final rerun: tuned | naive
@@ -190,5 +191,6 @@ def _finals(spec: TuneSpec, chosen: dict[str, Any], parent_id: str, experiment: 
                 figures, _ = run_child(spec, params, seed, parent_id, experiment, tags, strategy=strategy)
             name = spec.strategy_name() if strategy is None else strategy
             rows.append({"role": role, "strategy": name, "seed": seed} | figures)
-            say(f"final {role} seed {seed}: test average accuracy {100 * figures.get('average_accuracy', 0):.1f}%")
+            accuracy = figures.get(metric_names.AVERAGE_ACCURACY, 0)
+            say(f"final {role} seed {seed}: test average accuracy {100 * accuracy:.1f}%")
     return pd.DataFrame(rows)

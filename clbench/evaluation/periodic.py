@@ -3,8 +3,8 @@
 Evaluating only at experience boundaries hides the "stability gap": old accuracy often collapses in the first
 iterations of a new experience and partly recovers. This plugin measures, every `every` iterations of each
 experience after the first (and at its first and last iteration), the accuracy on a fixed, seeded subset of
-every earlier test set, logs it as stepped MLflow metrics (`continual/during_<experience>/<test>`, step = the
-iteration within that experience) and keeps the curves for the measures (`clbench.evaluation.measures`).
+every earlier test set, logs it as stepped MLflow metrics (`continual_accuracy_frac/during_<experience>/<test>`,
+step = the iteration within that experience) and keeps the curves for the measures (`clbench.evaluation.measures`).
 
 Why not Avalanche's periodic evaluation (`eval_every` with `peval_mode="iteration"`): it runs the whole
 evaluator, every metric included, over whole streams, which would disturb the boundary metrics (forgetting's

@@ -40,7 +40,7 @@ def with_derived(cells: pd.DataFrame, last_test: str) -> pd.DataFrame:
     """The cells with the per-cell columns the tables need: curve means and the last test set's accuracy."""
     cells = cells.copy()
     for stat in ("stability_gap", "recovery_iterations"):
-        columns = [c for c in cells.columns if c.startswith(f"continual_{stat}/")]
+        columns = [c for c in cells.columns if c.startswith(metric_names.continual_measure("", "", stat).split("/")[0])]
         cells[stat] = cells[columns].mean(axis=1) if columns else np.nan
     cells["new_task_accuracy"] = cells.get(metric_names.final_accuracy(last_test), np.nan)
     return cells
@@ -125,7 +125,7 @@ def auc_table(cells: pd.DataFrame, settings: list[str], fraction: str, last_test
 
 def type_forgetting_table(cells: pd.DataFrame, first_test: str, order: list[str]) -> pd.DataFrame:
     """Mean forgetting per question type on the first test set: strategies × types."""
-    prefix = f"type_forgetting/{first_test}/"
+    prefix = metric_names.type_forgetting(first_test, "")
     columns = [c for c in cells.columns if c.startswith(prefix)]
     if not columns:
         return pd.DataFrame()

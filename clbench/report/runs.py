@@ -6,6 +6,7 @@ artifacts for the gamma/beta distributions), so a report can be rebuilt at any t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -147,8 +148,8 @@ def _cells(frame: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
         cells[axis] = column.astype(float) if axis == FRACTION else column
     metrics = frame.filter(like="metrics.").rename(columns=lambda c: c.removeprefix("metrics."))
     # An offline run (joint) has one row of the accuracy matrix and nothing to forget (older runs logged 0).
-    rows = metrics.filter(regex="^accuracy/after_").notna().sum(axis=1)
-    one_row = rows == metrics.filter(regex="^final_accuracy/").notna().sum(axis=1)
+    rows = metrics.filter(regex=f"^{re.escape(metric_names.ACCURACY_PREFIX)}").notna().sum(axis=1)
+    one_row = rows == metrics.filter(regex=f"^{re.escape(metric_names.final_accuracy(''))}").notna().sum(axis=1)
     summaries = [c for c in (metric_names.AVERAGE_FORGETTING, metric_names.BWT) if c in metrics]
     metrics.loc[one_row, summaries] = np.nan
     metrics = metrics[sorted(metrics.columns)]  # MLflow returns them in no fixed order; reports must not vary

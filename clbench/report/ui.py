@@ -29,15 +29,16 @@ _VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 _HEADER = """clbench runs: a FiLM model trained experience by experience.
 
 Run names read strategy(its parameters that differ from the defaults) · scenario · its settings · seed.
-Accuracies, and the forgetting, BWT, transfer and flip rates computed from them, are fractions of 1 (0.62 is the
-62 % that `clbench run` and the report print; a difference of 0.05 is 5 points); `normalised_forgetting` is a
-ratio (1: back to the majority answer); `cost/*` carry their unit in the name."""
+Every column names its unit: `_frac` columns (accuracies, and the forgetting, BWT and transfer computed from them)
+are fractions of 1 (0.62 is the 62 % that `clbench run` and the report print; a difference of 0.05 is 5 points),
+`_s` seconds, `_bytes` bytes; flip rates are shares of questions, and `normalised_forgetting` a ratio (1: back to
+the majority answer)."""
 
 # (the columns a line names, the line); a line is shown once any of its columns exists in the experiment
 _LINES: tuple[tuple[tuple[str, ...], str], ...] = (
-    ((metric_names.AVERAGE_ACCURACY,), "accuracy at the end (`final_accuracy/<test>` per test set)"),
+    ((metric_names.AVERAGE_ACCURACY,), f"accuracy at the end (`{metric_names.final_accuracy('<test>')}` per test set)"),
     ((metric_names.AVERAGE_FORGETTING, metric_names.BWT, metric_names.NORMALISED_FORGETTING), "what the later "
-     "experiences made it forget (`forgetting/<test>` per test set)"),
+     f"experiences made it forget (`{metric_names.forgetting('<test>')}` per test set)"),
     ((metric_names.NEGATIVE_FLIPS,), "questions answered right when learned and wrong at the end"),
     ((metric_names.MIN_ACC, metric_names.WC_ACC), "the worst moment while later experiences trained"),
     ((metric_names.FORWARD_TRANSFER, metric_names.INTRANSIGENCE), "against models trained from scratch and jointly"),
@@ -58,10 +59,10 @@ def describe(metrics: Iterable[str]) -> str:
     parts = [_HEADER]
     if lines:
         parts.append("Columns to compare on:\n" + "\n".join(lines))
-    if any(m.startswith("continual/during_") for m in present):
+    if any(m.startswith(metric_names.CONTINUAL_PREFIX) for m in present):
         parts.append(
-            "Open a run's Model metrics tab for `continual/during_<experience>/<test>`: old-task accuracy against "
-            "the iteration of the experience that trains."
+            f"Open a run's Model metrics tab for `{metric_names.continual('<experience>', '<test>')}`: old-task "
+            "accuracy against the iteration of the experience that trains."
         )
     return "\n\n".join([*parts, _FOOTER])
 
@@ -83,7 +84,7 @@ def _kept(metric: str) -> bool:
     """The metric names the description and the view are made of (an experiment tag holds a few thousand
     characters, not every name a run logs)."""
     described = {c for columns, _ in _LINES for c in columns}
-    return metric in described or metric.startswith((metric_names.final_accuracy(""), "continual/during_"))
+    return metric in described or metric.startswith((metric_names.final_accuracy(""), metric_names.CONTINUAL_PREFIX))
 
 
 def experiment_tags(current: dict[str, str], metrics: Iterable[str], params: Iterable[str]) -> dict[str, str]:

@@ -244,8 +244,9 @@ def _record(run_id: str, point: Point, progress: Progress, spec: PretrainSpec, f
     """The point in MLflow (step: samples seen), the curve's PNG and CSV beside the checkpoint and as artifacts."""
     import mlflow
 
-    metrics = {"val_accuracy": point.accuracy, "train_loss": point.loss, "lr": point.lr, "hours": point.seconds / 3600}
-    metrics |= {f"val_accuracy/{name}": value for name, value in point.per_type.items()}
+    metrics = {"val_accuracy_frac": point.accuracy, "train_loss": point.loss, "lr": point.lr}
+    metrics |= {"wall_time_h": point.seconds / 3600}
+    metrics |= {f"val_accuracy_frac/{name}": value for name, value in point.per_type.items()}
     client = mlflow.MlflowClient()
     timestamp = int(time.time() * 1000)
     client.log_batch(
