@@ -136,7 +136,10 @@ def test_seeded_cpu_runs_are_repeatable(tiny_config, tracking_store):
     assert first.accuracy.equals(second.accuracy)
 
 
-def test_mlflow_holds_params_stepped_metrics_and_artifacts(tiny_config, tracking_store):
+def test_mlflow_holds_params_stepped_metrics_and_artifacts(tiny_config, tracking_store, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"  # started from another folder than the store's
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     result = run(
         tiny_config,
         instantiate(resolve("ewc"), {"ewc_lambda": "5"}),
@@ -157,6 +160,8 @@ def test_mlflow_holds_params_stepped_metrics_and_artifacts(tiny_config, tracking
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"accuracy_matrix.csv", "config.yaml", "model.pt"} <= artifacts
     assert client.get_run(result.run_id).info.status == "FINISHED"
+    store = Path(tracking_store.removeprefix("sqlite:///")).parent
+    assert (store / "mlruns").is_dir() and not (elsewhere / "mlruns").exists()  # the artifacts beside the store
 
 
 def test_config_file_sets_fields_and_bad_yaml_names_its_line(capsys, tmp_path, monkeypatch):

@@ -279,11 +279,10 @@ def _check_cells(spec: SweepSpec) -> dict[Cell, str]:
 
 def _parent_run(client, spec: SweepSpec, experiment: str, command: str) -> tuple[str, dict]:
     """The sweep's parent run (new, or the one of an earlier identical sweep) and its finished cells."""
-    import mlflow
 
     key = spec.key()
     axes = {k: len(values) for k, values in spec.grid}
-    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    experiment_id = tracking.use_experiment(experiment)
     tracking.describe_experiment(experiment_id)
     parent_id = tracking.reopen_latest(client, experiment_id, f"tags.`{SWEEP_TAG}` = '{key}'")
     if parent_id is None:

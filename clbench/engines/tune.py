@@ -377,11 +377,10 @@ def describe_trial(spec: TuneSpec, trial: Any) -> str:
 
 def parent_run(spec: TuneSpec, experiment: str, command: str, storage: str) -> str:
     """The tune's parent run: the one of an earlier sitting of the same study, or a new one."""
-    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    experiment_id = tracking.use_experiment(experiment)
     tracking.describe_experiment(experiment_id)
     earlier = f"tags.`{STUDY_TAG}` = '{spec.study_name()}' and tags.`{KIND_TAG}` = 'tune'"
     if (found := tracking.reopen_latest(client, experiment_id, earlier)) is not None:

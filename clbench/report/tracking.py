@@ -6,9 +6,11 @@ SQLite write per batch instead of one per value, so tracking costs nothing next 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
+import re
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -299,6 +301,21 @@ def end_orphaned_runs(experiment: str) -> list[str]:
     return ended
 
 
+def use_experiment(experiment: str) -> str:
+    """The experiment's id, made where it is missing, and made the active one. On a SQLite store its artifacts go
+    beside the database (`<its folder>/mlruns/<experiment>`): MLflow's default is `./mlruns` under whichever folder
+    the command was started from, which scatters one store's artifacts over every folder it was used from."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(experiment) is None:
+        store = Path(uri.removeprefix("sqlite:///")).resolve().parent
+        folder = store / "mlruns" / re.sub(r"[^\w.-]", "_", experiment)
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # made meanwhile by another process
+            mlflow.create_experiment(experiment, artifact_location=folder.as_uri())
+    return mlflow.set_experiment(experiment).experiment_id
+
+
 @contextmanager
 def mlflow_run(experiment: str, run_name: str | None = None, run_id: str | None = None) -> Iterator[str]:
     """Start (or resume) a run; end it FINISHED, KILLED on Ctrl-C, FAILED on any other error.
@@ -308,7 +325,7 @@ def mlflow_run(experiment: str, run_name: str | None = None, run_id: str | None 
     """
     import mlflow
 
-    describe_experiment(mlflow.set_experiment(experiment).experiment_id)
+    describe_experiment(use_experiment(experiment))
     run = mlflow.start_run(run_id=run_id, run_name=run_name if run_id is None else None)
     mlflow.set_tags({PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
     try:
