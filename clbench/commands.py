@@ -305,6 +305,7 @@ def _strategy_list(text: str) -> tuple[str, ...]:
 
 def cmd_strategies(args: argparse.Namespace) -> int:
     from clbench.strategy.contract import STATE_KINDS, available, shortcut
+    from clbench.strategy.search import declared
 
     for name, cls in available().items():
         params = ", ".join(f"{k}={v!r}" for k, v in cls.parameters().items()) or "no parameters"
@@ -312,6 +313,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         state = cls.state or "unsaid, treated as training"
         print(f"{name:18s} {cls.describe()}")
         print(f"{'':18s}   defaults: {params}")
+        if spaces := declared(cls):  # what `clbench tune --strategy NAME` searches when no --param is given
+            print(f"{'':18s}   tune searches: {', '.join(f'{k} in {v}' for k, v in spaces.items())}")
         where = f"[{cls.__module__}:{cls.__qualname__}]"
         print(f"{'':18s}   state: {state} (shortcut: {shortcut(cls())}{template})   {where}")
     print("\nstate kinds (what the experience-0 cache and --resume may assume):", file=sys.stderr)

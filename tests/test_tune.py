@@ -161,3 +161,16 @@ def test_two_objectives_give_a_pareto_front_and_only_validation_figures(tmp_path
     front = pd.read_csv(tmp_path / "summary" / "pareto_front.csv")
     assert sorted(front["number"]) == [0, 1]
     assert "0.987654" not in (tmp_path / "summary" / "trials.csv").read_text()  # a test figure is never copied
+
+
+def test_strategies_lists_what_tune_searches_in_the_form_param_takes(capsys):
+    from clbench.strategy.contract import available
+    from clbench.strategy.search import declared
+
+    assert main(["strategies"]) == 0
+    shown = "\n" + capsys.readouterr().out
+    for name, cls in available().items():
+        for parameter, space in declared(cls).items():
+            listed = shown.split(f"\n{name} ")[1].split("\n")[2]
+            assert f"{parameter} in {space}" in listed  # under the strategy's own entry
+            assert parse_space(str(space), parameter) == space  # as `--param NAME=SPACE` would take it
