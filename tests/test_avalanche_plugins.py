@@ -39,6 +39,12 @@ class Losses(SupervisedPlugin):
         self.into.setdefault(strategy.experience.current_experience, []).append(float(strategy.loss.detach()))
 
 
+@pytest.fixture(autouse=True)
+def _no_final_artifacts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What is compared is training (losses, learning rates, metrics logged as it goes): skip the final figures."""
+    monkeypatch.setattr("clbench.run.loop.log_result", lambda *args, **kwargs: None)
+
+
 def _config(tiny_root: Path, epochs: tuple[int, ...] = (1, 1)) -> RunConfig:
     config = PRESETS["tiny"]
     data = replace(config.data, root=str(tiny_root), max_train_questions=64, max_test_questions=32)

@@ -380,10 +380,16 @@ def _train(ctx: RunContext, i: int, experience: Any) -> None:
         template.train_epochs -= checkpoint.epochs_done
         if watcher is not None:
             watcher.start_at(checkpoint.epochs_done)
-    valid = list(ctx.bench.valid_stream) if ctx.strategy.offline() else ctx.bench.valid_stream[i]
-    validate = [valid] if template.eval_every > 0 else None  # for early stopping (`_periodic_validation`)
-    template.train(experience, eval_streams=validate, **_loader_args(config, template.device))
+    template.train(experience, eval_streams=_validated(ctx, i), **_loader_args(config, template.device))
     _say_early_stop(ctx, i, template)
+
+
+def _validated(ctx: RunContext, i: int) -> list[Any] | None:
+    """What Avalanche's periodic evaluation reads during experience i, where early stopping asked for it: the
+    experience's validation set (all of them for an offline strategy)."""
+    if ctx.template.eval_every <= 0:
+        return None
+    return [list(ctx.bench.valid_stream) if ctx.strategy.offline() else ctx.bench.valid_stream[i]]
 
 
 def _set_learning_rate(ctx: RunContext, i: int) -> None:
