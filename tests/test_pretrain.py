@@ -96,6 +96,10 @@ def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env)
     assert 1200 <= record["provenance"]["samples"] < 1200 + 16  # the budget, to the batch
     assert (shipped / "tiny-test.png").is_file()
     assert record["validation"]["per_type"].keys() >= {"exist", "count"}
+    longer = [*PRETRAIN[:6], "--budget", "1600", *PRETRAIN[8:], "--out", str(tmp_path / "p")]
+    more = subprocess.run(longer, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert more.returncode == 0 and "going on to 1,600" in more.stderr, more.stderr  # a larger budget continues it
+    assert _samples(tmp_path / "p") >= 1600
 
     run = _run_tiny(tmp_path, env, "--strategy", "ewc")
     assert run.returncode == 0, run.stderr

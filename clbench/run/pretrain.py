@@ -87,6 +87,11 @@ def pretrain(
     if blob is not None:
         check_continuable(blob, spec, folder)
     progress = Progress.from_blob(blob["progress"]) if blob is not None else Progress()
+    if progress.finished == "budget" and spec.budget > progress.samples:  # shipped at a budget, then given more
+        stderr_line(
+            f"pretrain: {folder} stopped at its budget of {progress.samples:,} samples; going on to {spec.budget:,}"
+        )
+        progress.finished = None
     if progress.finished:
         stderr_line(f"{folder} finished already ({progress.finished}); nothing to do")
         return Outcome(folder, progress, progress.finished)
