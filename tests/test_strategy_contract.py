@@ -58,8 +58,8 @@ class StopAt(SupervisedPlugin):
         super().__init__()
         self.experience = experience
 
-    def epoch_ended(self, strategy) -> None:  # after the run's checkpointer has saved the epoch
-        if strategy.experience.current_experience == self.experience:
+    def before_training_epoch(self, strategy, **kwargs) -> None:  # the first epoch's checkpoint is written by now
+        if strategy.experience.current_experience == self.experience and strategy.clock.train_exp_epochs >= 1:
             raise KeyboardInterrupt
 
 

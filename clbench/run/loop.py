@@ -312,6 +312,7 @@ def _template(ctx: RunContext) -> FiLMTemplate:
     plugins = [
         ctx.checkpointer,  # first: it must see an experience's end before any strategy hook changes state
         *own,
+        ctx.checkpointer.epoch_saver(),  # after the strategy's epoch-end hooks, before the evaluator logs the epoch
         *(w for w in (ctx.watcher, ctx.valid_watcher) if w is not None),  # after the strategy's: their hooks ran
         *([distributed.AgreementCheck(own)] if distributed.active() else []),
         *([ProgressBar(ctx.bench.experience_names)] if ctx.progress else []),

@@ -327,8 +327,10 @@ class Checkpointer(SupervisedPlugin):
     A restored state is put in place as late as the original run had it: a mid-experience state when the
     first remaining epoch starts (after every plugin's start-of-experience hooks, which may reset the model
     as GDumb does), an experience's end when that end comes. Must come first in the plugin list (Avalanche
-    calls plugins in list order), so that a restored epoch is in place before other plugins' hooks see it; an
-    epoch's state is taken once every plugin's end-of-epoch hook has run (`epoch_ended`, which the template calls).
+    calls plugins in list order), so that a restored epoch is in place before other plugins' hooks see it. An
+    epoch's state is taken by `epoch_saver()`, which goes right after the strategy's plugins: after their
+    end-of-epoch hooks (a scheduler's step), and before the evaluator sends the epoch's metrics, so a stopped run
+    has never logged an epoch its checkpoint lacks.
     """
 
     def __init__(self, checkpoint: RunCheckpoint, experience0_key: str | None = None, *, write: bool = True) -> None:
@@ -359,8 +361,12 @@ class Checkpointer(SupervisedPlugin):
             strategy.clock.train_exp_epochs = self._epochs  # this experience's epochs done before the restore
         self._restore_pending(strategy)
 
+    def epoch_saver(self) -> SupervisedPlugin:
+        """The plugin that takes each epoch's state, to place after the strategy's plugins."""
+        return _EpochSaver(self)
+
     def epoch_ended(self, strategy) -> None:
-        """After every plugin's `after_training_epoch` (a scheduler's step): the state the next epoch starts from."""
+        """The state the next epoch starts from, written to the run checkpoint."""
         self._epochs += 1
         self._trained += 1
         self.checkpoint.experience = strategy.experience.current_experience
@@ -387,3 +393,14 @@ class Checkpointer(SupervisedPlugin):
         self.checkpoint.logged = max(self.checkpoint.logged, i + 1)
         if self.write:
             _save_run(self.checkpoint)
+
+
+class _EpochSaver(SupervisedPlugin):
+    """`Checkpointer.epoch_ended` at its place in the plugin list (`Checkpointer.epoch_saver`)."""
+
+    def __init__(self, checkpointer: Checkpointer) -> None:
+        super().__init__()
+        self.checkpointer = checkpointer
+
+    def after_training_epoch(self, strategy, **kwargs) -> None:
+        self.checkpointer.epoch_ended(strategy)

@@ -8,8 +8,6 @@ Avalanche's; it adds what no Avalanche template has:
 - an `experience_ending(strategy)` call to plugins that have one, before the template's own end-of-experience
   work. DER updates its buffer there before any plugin's `after_training_exp` runs, so this is the one point
   where the state at an experience's end can be taken (and put back) before anything acts on it;
-- an `epoch_ended(strategy)` call after every plugin's `after_training_epoch` (a scheduler's step included): where
-  the state the next epoch starts from is taken;
 - evaluation that leaves the random state as it found it;
 - under torchrun, training's forward pass goes through a DDP view of the model (`clbench.training.distributed`), and
   evaluation reads whole test sets (rank 0 evaluates alone).
@@ -103,12 +101,6 @@ class LoopAdditions:
             self.scaler.update()
         else:
             super().optimizer_step()
-
-    def _after_training_epoch(self, **kwargs):
-        super()._after_training_epoch(**kwargs)
-        for plugin in self.plugins:
-            if hasattr(plugin, "epoch_ended"):
-                plugin.epoch_ended(self)
 
     def _after_training_exp(self, **kwargs):
         if distributed.active():
