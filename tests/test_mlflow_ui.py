@@ -56,10 +56,11 @@ _AVALANCHE = ("Top1_Acc_", "Loss_", "Acc_QType/", "StreamBWT/", "ExperienceBWT/"
 _UNIT = re.compile(r"_(frac|s|bytes|h)(/|$)|_share$|_rate(/|$)|_iterations/|_questions$|/channels$|^film(_drift)?/")
 
 
-def _says_its_unit(name: str) -> bool:
+def says_its_unit(name: str) -> bool:
     return name.startswith(_AVALANCHE) or bool(_UNIT.search(name.removeprefix("valid/")))
 
 
+@pytest.mark.slow  # a sweep on a Ray cluster through an MLflow server: 70 s to make (shared with test_ray.py)
 def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_over_http):
     experiment = _api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
     parent = _api(server, "runs/get", run_id=swept_over_http)["run"]
@@ -89,7 +90,7 @@ def test_parent_and_child_runs_carry_what_the_ui_compares_on(server: str, swept_
         for name in ("final_accuracy_frac/CLEVR", "final_accuracy_frac/CLEVR-Humans", "forgetting_frac/CLEVR"):
             assert 0 <= abs(metrics[name]) <= 1
         assert -1 <= metrics["bwt_frac"] <= 1
-        assert [name for name in metrics if not _says_its_unit(name)] == []
+        assert [name for name in metrics if not says_its_unit(name)] == []
         assert "film/after_CLEVR-Humans/CLEVR/all/gamma_negative_share" in metrics
         assert "film_drift/CLEVR/all/gamma_mean_abs_change" in metrics
     assert cells == {(s, f, "0") for s in ("naive", "ewc") for f in ("0.5", "1.0")}
@@ -119,6 +120,7 @@ def _printed_address(text: str) -> str:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (CI installs Debian's chromium)")
+@pytest.mark.slow  # on the Ray sweep (70 s to make); the default suite's browser test opens the UI on its own runs
 def test_the_ui_lists_the_sweep_in_headless_chromium(server: str, swept_over_http, tmp_path: Path, capsys):
     from clbench.cli import main
 
@@ -157,6 +159,7 @@ def test_ui_runs_mlflow_through_its_own_interpreter_and_opens_on_the_runs_table(
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (CI installs Debian's chromium)")
+@pytest.mark.slow  # on the Ray sweep (70 s to make); the default suite's browser test opens the UI on its own runs
 def test_a_run_shows_its_continual_evaluation_chart(server: str, swept_over_http, tmp_path: Path):
     experiment = _api(server, "experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]["experiment_id"]
     name = "naive · clevr-humans · fraction=1 · seed=0"  # what the run is, in its name

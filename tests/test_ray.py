@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from clbench.cli import main
@@ -15,6 +16,7 @@ from clbench.training import checkpoints
 from tests.services import RAY_EXPERIMENT, resumed_after
 
 
+@pytest.mark.slow  # 80 s: a Ray head, two workers and an MLflow server, started here
 def test_a_sweep_on_a_ray_cluster_survives_a_killed_worker(swept_on_ray, mlflow_server, tmp_path, monkeypatch, capsys):
     sweep = swept_on_ray
     assert sweep.exit_code == 0, sweep.output[-3000:]

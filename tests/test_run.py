@@ -17,6 +17,7 @@ from clbench.config import PRESETS, RunConfig
 from clbench.evaluation.metrics import accuracy_key
 from clbench.run.loop import run
 from clbench.strategy.contract import instantiate, resolve
+from tests.test_mlflow_ui import says_its_unit
 
 
 @pytest.fixture()
@@ -156,6 +157,7 @@ def test_mlflow_holds_params_stepped_metrics_and_artifacts(tiny_config, tracking
     assert len(history) == 2 and history[0].step < history[1].step
     assert history[-1].value == pytest.approx(result.accuracy.iloc[1, 0])
     assert data.metrics["bwt_frac"] == pytest.approx(result.bwt)
+    assert [name for name in data.metrics if not says_its_unit(name)] == []  # every name says its unit
     assert "Acc_QType/eval_phase/test_stream/Exp000/count" in data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"accuracy_matrix.csv", "config.yaml", "model.pt"} <= artifacts

@@ -140,6 +140,7 @@ def test_report_files_hold_the_numbers_of_the_runs(swept, tmp_path: Path):
     assert not any(p.name.startswith(".report-") for p in (tmp_path / "report").iterdir())
 
 
+@pytest.mark.slow  # 36 s: three sweeps; the default suite sweeps in the tests above and in test_next_commands.py
 def test_a_failed_cell_is_recorded_the_sweep_goes_on_and_a_rerun_resumes_it(
     tiny_root, tmp_path, tracking_store, monkeypatch, capsys
 ):

@@ -34,6 +34,7 @@ def _mid_experience_checkpoint(cache: Path, process: subprocess.Popen) -> tuple[
     pytest.fail(f"no mid-experience checkpoint: {process.communicate()[0][-3000:]}")
 
 
+@pytest.mark.slow  # 45 s: two torchrun launches; the rank agreement and sharding are unit-tested below
 def test_a_two_process_run_is_one_mlflow_run_and_resumes(tmp_path, tiny_root, tracking_store, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("CLBENCH_CACHE_DIR", str(cache))
