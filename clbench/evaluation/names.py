@@ -104,12 +104,17 @@ def continual(during: str, test: str) -> str:
     return f"{CONTINUAL_PREFIX}{during}/{test}"
 
 
+CONTINUAL_UNITS = {"min_accuracy": "_frac", "stability_gap": "_frac"}
+
+
+def continual_measure_prefix(stat: str) -> str:
+    """What every test set's `continual_measure` of `stat` starts with, e.g. `continual_stability_gap_frac/`."""
+    return f"continual_{stat}{CONTINUAL_UNITS.get(stat, '')}/"
+
+
 def continual_measure(during: str, test: str, stat: str) -> str:
     """min_accuracy, stability_gap (fractions) or recovery_iterations (a count) of one continual-evaluation curve."""
-    return f"continual_{stat}{CONTINUAL_UNITS.get(stat, '')}/during_{during}/{test}"
-
-
-CONTINUAL_UNITS = {"min_accuracy": "_frac", "stability_gap": "_frac"}
+    return f"{continual_measure_prefix(stat)}during_{during}/{test}"
 
 
 # --- the validation stream: the same figures, on each experience's held-out validation set ------------------

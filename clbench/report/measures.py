@@ -40,7 +40,7 @@ def with_derived(cells: pd.DataFrame, last_test: str) -> pd.DataFrame:
     """The cells with the per-cell columns the tables need: curve means and the last test set's accuracy."""
     cells = cells.copy()
     for stat in ("stability_gap", "recovery_iterations"):
-        columns = [c for c in cells.columns if c.startswith(metric_names.continual_measure("", "", stat).split("/")[0])]
+        columns = [c for c in cells.columns if c.startswith(metric_names.continual_measure_prefix(stat))]
         cells[stat] = cells[columns].mean(axis=1) if columns else np.nan
     cells["new_task_accuracy"] = cells.get(metric_names.final_accuracy(last_test), np.nan)
     return cells

@@ -113,19 +113,19 @@ def experience0_identity(plugins: list[Any]) -> dict[str, Any]:
     learning-rate schedule and early stopping act from the first epoch, so such a run shares no experience 0
     with naive fine-tuning (the cache, a shipped model)."""
     identity: dict[str, Any] = {}
-    schedules = [p for p in plugins if isinstance(p, LRSchedulerPlugin)]
-    if schedules:
-        identity["lr_schedules"] = [_describe(p, p.scheduler) for p in schedules]
+    if schedules := [_describe(p) for p in plugins if isinstance(p, LRSchedulerPlugin)]:
+        identity["lr_schedules"] = schedules
     stopper = early_stopping(plugins)
     if stopper is not None:
         identity["early_stopping"] = _describe(stopper)
     return identity
 
 
-def _describe(plugin: Any, scheduler: Any = None) -> dict[str, Any]:
+def _describe(plugin: Any) -> dict[str, Any]:
+    """A plugin's plain settings, and its scheduler's where it steps one."""
     plain = (bool, int, float, str)
     settings = {k: v for k, v in vars(plugin).items() if isinstance(v, plain) and not k.startswith("_")}
-    if scheduler is not None:
+    if (scheduler := getattr(plugin, "scheduler", None)) is not None:
         state = {k: v for k, v in scheduler.state_dict().items() if isinstance(v, (*plain, list))}
         settings |= {"scheduler": type(scheduler).__name__, **state}
     return {"plugin": type(plugin).__name__, **settings}
