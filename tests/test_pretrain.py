@@ -112,6 +112,23 @@ def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env)
     assert "no shipped model matches" in untrained.stderr
 
 
+def test_a_budget_already_spent_finishes_where_it_stands(tmp_path, clbench_env):
+    """Shipping a pretraining stopped mid-way (`--budget <samples seen>`) takes not one step more: the shipped
+    weights are the ones its last sitting left."""
+    folder = tmp_path / "p"
+    first = _pretrain(folder, "--stop-after", "500", env=clbench_env)
+    assert first.returncode == 0, first.stderr
+    before, seen = _weights(folder), _samples(folder)
+    assert 500 <= seen < 1200
+    spent = [*PRETRAIN[:6], "--budget", str(seen), *PRETRAIN[8:], "--out", str(folder)]
+    done = subprocess.run(spent, capture_output=True, text=True, env=clbench_env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    blob = torch.load(folder / pretrain.CHECKPOINT, weights_only=True)
+    assert blob["progress"]["samples"] == seen and blob["progress"]["finished"] == "budget"
+    assert blob["progress"]["curve"][-1]["samples"] == seen  # evaluated where it stands
+    assert all(torch.equal(before[k], blob["model"][k]) for k in before), "a step was taken past the budget"
+
+
 def test_weights_that_no_longer_fit_are_refused_in_one_line(tmp_path):
     from clbench.config import preset
     from clbench.model.film import FiLM

@@ -156,6 +156,12 @@ class _Sitting:
         `save_every` seconds and when it stops."""
         progress, last_save = self.progress, time.monotonic()
         try:
+            if progress.samples >= self.spec.budget:  # a budget already spent (smaller than before): not one step more
+                if not progress.curve or progress.curve[-1].samples != progress.samples:
+                    self.evaluate(self.spec.schedule.lr(progress.samples), bar)
+                progress.finished = "budget"
+                save(self.folder, self.spec, progress, self.model, self.optimizer)
+                return "budget"
             while True:
                 for inputs, answers in self.train.epoch(progress.epoch, progress.batch):
                     evaluated = self.step(inputs, answers, bar)
@@ -191,18 +197,22 @@ class _Sitting:
         progress.seconds += time.monotonic() - began
         due = progress.samples // spec.eval_every > before // spec.eval_every or progress.samples >= spec.budget
         if due:
-            began = time.monotonic()
-            point = _evaluate_point(self.model, self.val, self.bench, self.device, lr, self.losses, progress)
-            self.losses = []
-            _record(progress.run_id, point, progress, spec, self.folder)
-            bar.set_postfix_str(_postfix(point, spec, progress), refresh=True)
-            bar.write(f"pretrain: {_point_line(point)}", file=sys.stderr)
-            if reached(point, spec):
-                progress.finished = "target"
-            elif progress.samples >= spec.budget:
-                progress.finished = "budget"
-            progress.seconds += time.monotonic() - began
+            self.evaluate(lr, bar)
         return due
+
+    def evaluate(self, lr: float, bar) -> None:
+        """A point on the curve where the model stands, recorded; finished when it reaches the target or budget."""
+        began, progress, spec = time.monotonic(), self.progress, self.spec
+        point = _evaluate_point(self.model, self.val, self.bench, self.device, lr, self.losses, progress)
+        self.losses = []
+        _record(progress.run_id, point, progress, spec, self.folder)
+        bar.set_postfix_str(_postfix(point, spec, progress), refresh=True)
+        bar.write(f"pretrain: {_point_line(point)}", file=sys.stderr)
+        if reached(point, spec):
+            progress.finished = "target"
+        elif progress.samples >= spec.budget:
+            progress.finished = "budget"
+        progress.seconds += time.monotonic() - began
 
 
 def _training_split(spec: PretrainSpec, scenario, bench, progress_bar: bool):
