@@ -172,7 +172,11 @@ PRESETS: dict[str, RunConfig] = {
         preset="small",
         data=DataConfig(synth_preset="small", min_word_count=5),
         model=_small_model(),
-        train=TrainConfig(epochs=(4, 8), batch_size=64, eval_batch_size=256, lr=(2e-3, 1e-2)),
+        # The fine-tuning rate, 1e-3, was chosen on validation data (2026-12-06): naive fine-tuning of the shipped
+        # clevr-humans-small model with train.lr=2e-3,X, seed 0, validation average accuracy 48.5 / 60.0 / 64.3 /
+        # 63.1 % for X = 1e-2 / 2e-3 / 1e-3 / 3e-4 (CLEVR-Humans alone: 50.2 / 53.8 / 52.9 / 48.0 %). The former
+        # 1e-2 suited a first task learned to 51 %; a model that has learned CLEVR loses 42 points to it.
+        train=TrainConfig(epochs=(4, 8), batch_size=64, eval_batch_size=256, lr=(2e-3, 1e-3)),
     ),
     "paper": RunConfig(
         preset="paper",
