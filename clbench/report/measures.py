@@ -102,12 +102,17 @@ def comparison_markdown(table: pd.DataFrame) -> pd.DataFrame:
         diff, ci = 100 * table[f"{name}_difference"], 100 * table[f"{name}_ci"]
         text = diff.map("{:+.1f}".format) + (" ± " + ci.map("{:.1f}".format)).where(ci.notna(), "")
         out[f"Δ {name} (pts)"] = text.where(diff.notna(), "–")
-        out[f"p ({name})"] = table[f"{name}_p"].map(lambda p: "–" if p != p else f"{p:.3f}")
+        out[f"p ({name})"] = table[f"{name}_p"].map(_p_value)
         out[f"differs ({name})"] = np.where(table[f"{name}_significant"], "yes", "no")
     first = next(iter(_COMPARED))
     if f"{first}_n" in table:
         out["seeds"] = table[f"{first}_n"]
     return out
+
+
+def _p_value(p: float) -> str:
+    """Three decimals, or a bound where those would read as a p of zero."""
+    return "–" if p != p else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def auc_table(cells: pd.DataFrame, settings: list[str], fraction: str, last_test: str) -> pd.DataFrame:

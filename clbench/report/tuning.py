@@ -70,7 +70,7 @@ def trials_table(study: Any, objectives: list[tuple[str, str]]) -> pd.DataFrame:
 def objective_figure(table: pd.DataFrame, spaces: dict[str, Space], objectives: list[tuple[str, str]]) -> Figure:
     """Each objective against each searched parameter, complete trials only (pruned ones have no objective)."""
     done = table[table["state"] == "complete"]
-    figure = Figure(figsize=(4 * len(spaces), 3 * len(objectives)), layout="constrained")
+    figure = Figure(figsize=(max(6.0, 4 * len(spaces)), 3.2 * len(objectives)), layout="constrained")
     axes = np.atleast_2d(figure.subplots(len(objectives), len(spaces), squeeze=False))
     for row, (name, direction) in enumerate(objectives):
         for column, (param, space) in enumerate(spaces.items()):
@@ -79,9 +79,13 @@ def objective_figure(table: pd.DataFrame, spaces: dict[str, Space], objectives: 
             ax.scatter(x, done[f"objective {name}"], color="tab:blue")
             if space.log_scale:
                 ax.set_xscale("log")
+            if space.kind != "choice":  # the whole range searched, so what was left unexplored shows
+                ax.set_xlim(space.low, space.high)
             ax.set_xlabel(param)
             ax.set_ylabel(f"validation {name} ({'higher' if direction == 'maximize' else 'lower'} is better)")
-    figure.suptitle("Objective against each parameter (complete trials, validation stream)", fontsize=10)
+    figure.suptitle(
+        "Objective against each parameter\n(complete trials, validation stream, x: the range searched)", fontsize=10
+    )
     return figure
 
 
