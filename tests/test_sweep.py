@@ -4,6 +4,7 @@ and a report whose numbers are the runs' numbers."""
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -238,3 +239,17 @@ def test_report_measures_intervals_and_the_paired_comparison(swept, tmp_path: Pa
     history = client.get_metric_history(run.info.run_id, "continual_accuracy_frac/during_CLEVR-Humans/CLEVR")
     mine = curves[(curves["strategy"] == "ewc") & (curves["seed"] == 1)]
     assert sorted(zip(mine["iteration"], mine["accuracy"], strict=True)) == sorted((m.step, m.value) for m in history)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no affinity masks on this platform")
+def test_pool_workers_share_the_cores_the_sweep_may_use_not_the_machines():
+    """A sweep started under `taskset -c 0` gives its one worker one thread, not one per core of the machine."""
+    import subprocess
+    import sys
+
+    code = "from clbench.engines.pool import usable_cores; print(usable_cores())"
+    pinned = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+    )  # fmt: skip
+    assert pinned.stdout.strip() == "1"

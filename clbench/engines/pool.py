@@ -39,10 +39,19 @@ class Engine:
         return f"{where}, {self.cell_cpus:g} CPUs and {self.cell_gpus:g} GPUs per cell"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask: `taskset`, a container's cpuset), which can be fewer
+    than the machine has: threads beyond them wait on each other at every parallel region."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks here (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def executor(ray_pool, jobs: int):
     """The executor cells are submitted to: the connected Ray pool, or a fresh local process pool whose workers
     share the cores (each gets its share of torch threads)."""
     if ray_pool is not None:
         return contextlib.nullcontext(ray_pool)
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    threads = max(1, usable_cores() // max(jobs, 1))
     return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=init_worker, initargs=(threads,))

@@ -35,6 +35,7 @@ def log_params(ctx: RunContext, cached: bool) -> None:
     params |= {f"{SCENARIO_PREFIX}{k}": v for k, v in scenario.params().items()}
     params |= {"scenario.experiences": ",".join(bench.experience_names), "scenario.tests": ",".join(bench.test_names)}
     params |= {"data.fingerprint": bench.fingerprint, "data.inputs": bench.inputs, "device.resolved": str(device)}
+    params["device.threads"] = torch.get_num_threads()  # CPU sums differ in order with it: so do the last digits
     if bench.inputs == "features":
         params["data.feature_bank.resolved"] = "host" if bench.bank is None else str(device)
     params |= {f"data.size.{k}": v for k, v in bench.sizes.items()}
