@@ -247,7 +247,7 @@ def test_pool_workers_share_the_cores_the_sweep_may_use_not_the_machines():
     import subprocess
     import sys
 
-    code = "from clbench.engines.pool import usable_cores; print(usable_cores())"
+    code = "from clbench.core.cores import usable_cores; print(usable_cores())"
     pinned = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True,
         preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),

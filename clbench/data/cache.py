@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from clbench.core.cores import usable_cores
 from clbench.core.errors import DataError
 from clbench.core.paths import cache_root
 from clbench.data import spec
@@ -289,7 +290,7 @@ def _decode_into(
 ) -> None:
     """Decode the images into the rows of the memmap at `data`: `jobs` worker processes (default: one per CPU),
     each taking chunks of rows."""
-    jobs = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+    jobs = max(1, jobs if jobs is not None else usable_cores())
     chunk = max(1, min(256, math.ceil(len(names) / (jobs * 8))))
     tasks = [(str(data), s, names[s : s + chunk], str(folder), size) for s in range(0, len(names), chunk)]
     jobs = min(jobs, len(tasks))

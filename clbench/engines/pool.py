@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 
 from clbench.core.console import init_worker
+from clbench.core.cores import usable_cores
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,6 @@ class Engine:
     def describe(self) -> str:
         where = f"cluster {self.address}" if self.address else "a local Ray instance"
         return f"{where}, {self.cell_cpus:g} CPUs and {self.cell_gpus:g} GPUs per cell"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask: `taskset`, a container's cpuset), which can be fewer
-    than the machine has: threads beyond them wait on each other at every parallel region."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity masks here (macOS, Windows)
-        return os.cpu_count() or 1
 
 
 def executor(ray_pool, jobs: int):

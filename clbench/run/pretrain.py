@@ -158,10 +158,10 @@ class _Sitting:
         try:
             if progress.samples >= self.spec.budget:  # a budget already spent (smaller than before): not one step more
                 if not progress.curve or progress.curve[-1].samples != progress.samples:
-                    self.evaluate(self.spec.schedule.lr(progress.samples), bar)
-                progress.finished = "budget"
+                    self.evaluate(self.spec.schedule.lr(progress.samples), bar)  # sets `finished`
+                progress.finished = progress.finished or "budget"
                 save(self.folder, self.spec, progress, self.model, self.optimizer)
-                return "budget"
+                return progress.finished
             while True:
                 for inputs, answers in self.train.epoch(progress.epoch, progress.batch):
                     evaluated = self.step(inputs, answers, bar)

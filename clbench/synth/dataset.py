@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from clbench.core.cores import usable_cores
 from clbench.core.errors import ConfigError, DataError
 from clbench.core.paths import writable_folder
 from clbench.data.spec import (
@@ -190,11 +191,7 @@ def _render_all(tasks: Sequence[tuple], workers: int) -> Iterator[str]:
 
 def _default_workers() -> int:
     """One rendering process per core but one: this process writes the questions meanwhile."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, usable_cores() - 1)
 
 
 def _bar(items: Iterable, total: int, what: str, progress: bool) -> Iterable:
