@@ -129,6 +129,25 @@ def test_a_budget_already_spent_finishes_where_it_stands(tmp_path, clbench_env):
     assert all(torch.equal(before[k], blob["model"][k]) for k in before), "a step was taken past the budget"
 
 
+def test_fine_tuning_rates_retuned_later_still_continue_the_pretraining(tmp_path):
+    """Only what the first experience trains with is the pretraining's: a preset whose later experiences get
+    another learning rate continues it, from a checkpoint saved before or after the change; a first-experience
+    rate of its own does not."""
+    from clbench.config import override, preset
+
+    def spec(lr: str) -> pretrain.PretrainSpec:
+        config = override(preset("tiny"), {"train.lr": lr})
+        return pretrain.PretrainSpec(config, {"name": "clevr-humans"}, pretrain.Schedule(1e-3, 10, 100), 100, 2.0)
+
+    cut = spec("2e-3,1e-2").identity()
+    uncut = json.loads(json.dumps(cut))  # as checkpoints saved it before: every experience's rate
+    uncut["config"]["train"]["lr"] = [2e-3, 1e-2]
+    for blob in ({"spec": cut}, {"spec": uncut}):
+        pretrain.check_continuable(blob, spec("2e-3,1e-3"), tmp_path)
+        with pytest.raises(ConfigError, match=r"config\.train\.lr differ"):
+            pretrain.check_continuable(blob, spec("1e-3,1e-2"), tmp_path)
+
+
 def test_weights_that_no_longer_fit_are_refused_in_one_line(tmp_path):
     from clbench.config import preset
     from clbench.model.film import FiLM

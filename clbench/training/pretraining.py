@@ -78,7 +78,7 @@ class PretrainSpec:
             values.pop(name)
         values["schedule"].pop("total")  # a longer budget stretches the decay: allowed while still warming up
         values["config"]["device"] = None
-        return json.loads(json.dumps(values, default=str))
+        return experience0_only(json.loads(json.dumps(values, default=str)))
 
 
 @dataclass
@@ -189,6 +189,15 @@ class Stop:
                 signal.signal(s, handler)
 
 
+def experience0_only(identity: dict[str, Any]) -> dict[str, Any]:
+    """A spec identity with the per-experience training settings cut to the first experience's: what the later
+    experiences are fine-tuned with does not touch the pretrained weights, so a preset retuned for them still
+    continues its pretraining. Applied to saved identities too, which may predate the cut."""
+    train = identity["config"]["train"]
+    cut = {name: list(train[name])[:1] for name in ("epochs", "lr") if isinstance(train.get(name), list)}
+    return identity | {"config": identity["config"] | {"train": train | cut}}
+
+
 def checkpoint_path(folder: Path) -> Path:
     return Path(folder) / CHECKPOINT
 
@@ -223,7 +232,7 @@ def load(folder: Path) -> dict[str, Any] | None:
 
 def check_continuable(blob: dict[str, Any], spec: PretrainSpec, folder: Path) -> None:
     """A checkpoint made with other settings is never continued under these: that would be neither run."""
-    saved, wanted = blob["spec"], spec.identity()
+    saved, wanted = experience0_only(blob["spec"]), spec.identity()
     if saved != wanted:
         differ = sorted(_differences(saved, wanted))
         raise ConfigError(
