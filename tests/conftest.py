@@ -23,6 +23,22 @@ def _isolated_homes(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cores_shared_between_workers() -> None:
+    """Under pytest-xdist (`-n N`) the N workers share the machine: each gets its share of the cores for torch's
+    threads, and so do the processes its tests start. Without it, N workers of as many threads as cores wait on
+    each other at every parallel region, two to three times slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        from clbench.core.cores import usable_cores
+
+        threads = max(1, usable_cores() // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI: without this, a test's default store would be

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from clbench.cli import main
 from clbench.core.errors import ConfigError
 from clbench.model import pretrained
 from clbench.training import pretraining as pretrain
@@ -24,22 +29,40 @@ PRETRAIN = [
 
 
 @pytest.fixture()
-def clbench_env(tracking_store) -> dict[str, str]:
-    """The session's isolated homes (conftest) and a store of the test's own, for the subprocesses."""
-    return os.environ | {"MLFLOW_TRACKING_URI": tracking_store}
+def clbench_env(tracking_store, monkeypatch) -> Iterator[dict[str, str]]:
+    """The session's isolated homes (conftest) and a store of the test's own, here and for the subprocesses; the
+    torch threads a command sets are given back."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_store)
+    threads = torch.get_num_threads()
+    yield os.environ | {"MLFLOW_TRACKING_URI": tracking_store}
+    torch.set_num_threads(threads)
 
 
-def _pretrain(folder: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*PRETRAIN, "--out", str(folder), *extra], capture_output=True, text=True, env=env, timeout=300, check=False
-    )
+@dataclass
+class Done:
+    """What a command left, as `subprocess.run` gives it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def _run_tiny(cwd: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "clbench", "run", "--preset", "tiny", "--no-progress", *extra],
-        capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False,
-    )  # fmt: skip
+def _clbench(*argv: str) -> Done:
+    """`python -m clbench ARGV` run here: the CLI's own `main`, without paying a process's imports (seconds of
+    Avalanche and torch) again. The process boundary itself is tested where it matters: a SIGKILL."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return Done(code, out.getvalue(), err.getvalue())
+
+
+def _pretrain(folder: Path, *extra: str) -> Done:
+    return _clbench(*PRETRAIN[3:], "--out", str(folder), *extra)
+
+
+def _run_tiny(cwd: Path, monkeypatch, *extra: str) -> Done:
+    monkeypatch.chdir(cwd)
+    return _clbench("run", "--preset", "tiny", "--no-progress", *extra)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -54,7 +77,7 @@ def _samples(folder: Path) -> int:
 
 
 def test_pretrain_resumes_exactly_after_sigkill_and_refuses_other_settings(tmp_path, clbench_env):
-    whole = _pretrain(tmp_path / "whole", env=clbench_env)
+    whole = _pretrain(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
     killed = subprocess.Popen(
         [*PRETRAIN, "--out", str(tmp_path / "killed"), "--checkpoint-every", "0"],
@@ -69,7 +92,7 @@ def test_pretrain_resumes_exactly_after_sigkill_and_refuses_other_settings(tmp_p
     killed.wait()
     interrupted_at = _samples(tmp_path / "killed")
     assert 500 <= interrupted_at < 1200, f"killed at {interrupted_at} samples, not in the middle"
-    resumed = _pretrain(tmp_path / "killed", env=clbench_env)
+    resumed = _pretrain(tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr
     assert "continuing" in resumed.stderr
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
@@ -80,34 +103,33 @@ def test_pretrain_resumes_exactly_after_sigkill_and_refuses_other_settings(tmp_p
     assert [p["accuracy"] for p in curve_a] == [p["accuracy"] for p in curve_b]
     assert (tmp_path / "whole" / pretrain.CURVE_PNG).stat().st_size > 1000
 
-    other = _pretrain(tmp_path / "killed", "--lr", "0.5", env=clbench_env)  # not this pretraining: refused
+    other = _pretrain(tmp_path / "killed", "--lr", "0.5")  # not this pretraining: refused
     assert other.returncode == 2
     assert other.stderr.strip().count("\n") == 0, other.stderr
     assert "other settings (schedule.peak differ)" in other.stderr
 
 
-def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env):
+def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env, monkeypatch):
     shipped = tmp_path / "shipped"
-    env = clbench_env | {"CLBENCH_PRETRAINED_PATH": str(shipped)}
-    made = _pretrain(tmp_path / "p", "--ship", "tiny-test", "--ship-to", str(shipped), env=env)
+    monkeypatch.setenv("CLBENCH_PRETRAINED_PATH", str(shipped))
+    made = _pretrain(tmp_path / "p", "--ship", "tiny-test", "--ship-to", str(shipped))
     assert made.returncode == 0, made.stderr
     record = json.loads((shipped / "tiny-test.json").read_text())
     assert {"command", "commit", "data_fingerprint", "samples", "wall_hours", "machine"} <= record["provenance"].keys()
     assert 1200 <= record["provenance"]["samples"] < 1200 + 16  # the budget, to the batch
     assert (shipped / "tiny-test.png").is_file()
     assert record["validation"]["per_type"].keys() >= {"exist", "count"}
-    longer = [*PRETRAIN[:6], "--budget", "1600", *PRETRAIN[8:], "--out", str(tmp_path / "p")]
-    more = subprocess.run(longer, capture_output=True, text=True, env=env, timeout=300, check=False)
+    more = _clbench(*PRETRAIN[3:6], "--budget", "1600", *PRETRAIN[8:], "--out", str(tmp_path / "p"))
     assert more.returncode == 0 and "going on to 1,600" in more.stderr, more.stderr  # a larger budget continues it
     assert _samples(tmp_path / "p") >= 1600
 
-    run = _run_tiny(tmp_path, env, "--strategy", "ewc")
+    run = _run_tiny(tmp_path, monkeypatch, "--strategy", "ewc")
     assert run.returncode == 0, run.stderr
     assert "experience 0: the shipped model tiny-test" in run.stderr
     first_row = next(line for line in run.stdout.splitlines() if line.startswith("CLEVR "))
     assert float(first_row.split()[1]) == pytest.approx(100 * record["validation"]["accuracy"], abs=0.05)
 
-    untrained = _run_tiny(tmp_path, env, "--set", "model.module_dim=4")
+    untrained = _run_tiny(tmp_path, monkeypatch, "--set", "model.module_dim=4")
     assert untrained.returncode == 0, untrained.stderr
     assert "no shipped model matches" in untrained.stderr
 
@@ -116,12 +138,11 @@ def test_a_budget_already_spent_finishes_where_it_stands(tmp_path, clbench_env):
     """Shipping a pretraining stopped mid-way (`--budget <samples seen>`) takes not one step more: the shipped
     weights are the ones its last sitting left."""
     folder = tmp_path / "p"
-    first = _pretrain(folder, "--stop-after", "500", env=clbench_env)
+    first = _pretrain(folder, "--stop-after", "500")
     assert first.returncode == 0, first.stderr
     before, seen = _weights(folder), _samples(folder)
     assert 500 <= seen < 1200
-    spent = [*PRETRAIN[:6], "--budget", str(seen), *PRETRAIN[8:], "--out", str(folder)]
-    done = subprocess.run(spent, capture_output=True, text=True, env=clbench_env, timeout=300, check=False)
+    done = _clbench(*PRETRAIN[3:6], "--budget", str(seen), *PRETRAIN[8:], "--out", str(folder))
     assert done.returncode == 0, done.stderr
     blob = torch.load(folder / pretrain.CHECKPOINT, weights_only=True)
     assert blob["progress"]["samples"] == seen and blob["progress"]["finished"] == "budget"
