@@ -490,3 +490,18 @@ def test_a_folder_as_tracking_store_keeps_its_runs_in_an_sqlite_file_inside(tiny
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("clevr-humans").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["train.epochs"] == "0"  # a plain value, not "(0,)"
+
+
+def test_help_and_a_mistyped_command_answer_without_importing_torch_or_avalanche():
+    """They bring seconds of imports; `--help`, a typo or `clbench ui` should answer at once."""
+    probe = (
+        "import contextlib, io, sys\n"
+        "from clbench.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    codes = [main(['frobnicate'])]\n"
+        "    with contextlib.suppress(SystemExit):\n"
+        "        main(['--help'])\n"
+        "print(codes, sorted({'torch', 'avalanche', 'mlflow'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    assert done.stdout.strip() == "[2] []", done.stdout + done.stderr[-2000:]
