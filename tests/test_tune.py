@@ -174,3 +174,40 @@ def test_strategies_lists_what_tune_searches_in_the_form_param_takes(capsys):
             listed = shown.split(f"\n{name} ")[1].split("\n")[2]
             assert f"{parameter} in {space}" in listed  # under the strategy's own entry
             assert parse_space(str(space), parameter) == space  # as `--param NAME=SPACE` would take it
+
+
+def test_trials_are_drawn_against_naive_on_their_own_seeds_and_their_trade_off_is_plotted(tmp_path):
+    """A trial ran on seed 0: naive on seed 0 is the line it must clear, not the mean over seeds that differ by
+    points; and the frontier figure shows forgetting against learning accuracy for every trial."""
+    from clbench.report.tuning import naive_validation
+
+    study = optuna.create_study(direction="maximize")
+    for number, (value, lam) in enumerate(((0.60, 10.0), (0.62, 100.0))):
+        trial = _finished_trial(number, [value], lam)
+        trial.user_attrs["validation"] |= {"valid/average_forgetting_frac": 0.1, "valid/learning_accuracy_frac": 0.7}
+        study.add_trial(trial)
+    naive = [(0, 0.64), (1, 0.58), (2, 0.59)]
+    finals = pd.DataFrame(
+        [{"role": "naive", "strategy": "naive", "seed": seed, "valid/average_accuracy_frac": accuracy,
+          "valid/average_forgetting_frac": 0.15, "valid/learning_accuracy_frac": 0.72} for seed, accuracy in naive]
+    )  # fmt: skip
+    reference, label = naive_validation(finals, (0,))
+    assert reference["valid/average_accuracy_frac"] == 0.64 and label == "naive fine-tuning, seed 0"
+    reference, label = naive_validation(finals, (7,))  # no final on the trials' seed: the mean, said so
+    assert reference["valid/average_accuracy_frac"] == pytest.approx((0.64 + 0.58 + 0.59) / 3) and "mean" in label
+
+    report = TuningReport(
+        scenario="clevr-humans",
+        strategy="ewc",
+        objectives=[("average_accuracy", "maximize")],
+        spaces={"ewc_lambda": Space("log", 1, 1e6)},
+        study=study,
+        chosen={"ewc_lambda": 100.0},
+        chosen_number=1,
+        finals=pd.DataFrame(),
+        last_test="CLEVR-Humans",
+        trial_seeds=(0,),
+    )
+    written = write_summary(report, tmp_path / "summary")
+    assert (tmp_path / "summary" / "frontier.png") in written
+    assert "`frontier.png` (forgetting against learning accuracy)" in (tmp_path / "summary" / "summary.md").read_text()

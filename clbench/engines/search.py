@@ -156,6 +156,7 @@ def _conclude(spec, study, outcome, experiment, url, out) -> None:
         command=MlflowClient().get_run(outcome.parent_run_id).data.tags.get(tracking.COMMAND_TAG, ""),
         study_name=spec.study_name(),
         storage=url,
+        trial_seeds=spec.seeds,
     )
     folder = Path(out) / scenario.name / spec.strategy_name()
     write_summary(report, folder)

@@ -49,6 +49,7 @@ class TuningReport:
     study_name: str = ""
     storage: str = ""
     notes: list[str] = field(default_factory=list)
+    trial_seeds: tuple[int, ...] = ()  # the seeds each trial ran on: naive on the same seeds is its reference
 
 
 def trials_table(study: Any, objectives: list[tuple[str, str]]) -> pd.DataFrame:
@@ -67,16 +68,41 @@ def trials_table(study: Any, objectives: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def objective_figure(table: pd.DataFrame, spaces: dict[str, Space], objectives: list[tuple[str, str]]) -> Figure:
-    """Each objective against each searched parameter, complete trials only (pruned ones have no objective)."""
+def naive_validation(finals: pd.DataFrame, seeds: tuple[int, ...]) -> tuple[pd.Series, str]:
+    """Naive fine-tuning's validation figures on the trials' seeds (else averaged over the final seeds), and what
+    they are: the line a trial must clear to be worth its strategy. Seeds differ by points here, so a trial is
+    compared with naive on its own seeds wherever the finals ran them. Empty without naive finals."""
+    naive = finals[finals["role"] == "naive"] if "role" in finals else finals.iloc[0:0]
+    same = naive[naive["seed"].isin(seeds)] if "seed" in naive else naive.iloc[0:0]
+    if same.empty:
+        same, label = naive, "naive fine-tuning, mean of the final seeds"
+    else:
+        label = f"naive fine-tuning, seed {', '.join(map(str, sorted(set(same['seed']))))}"
+    columns = [c for c in same.columns if str(c).startswith(metric_names.VALIDATION_PREFIX)]
+    return (same[columns].mean() if len(same) else pd.Series(dtype=float)), label
+
+
+def objective_figure(
+    table: pd.DataFrame,
+    spaces: dict[str, Space],
+    objectives: list[tuple[str, str]],
+    naive: pd.Series | None = None,
+    naive_label: str = "naive fine-tuning",
+) -> Figure:
+    """Each objective against each searched parameter, complete trials only (pruned ones have no objective), with
+    naive fine-tuning's value (`naive`: objective name → value) drawn across where it is known."""
     done = table[table["state"] == "complete"]
+    naive = pd.Series(dtype=float) if naive is None else naive
     figure = Figure(figsize=(max(6.0, 4 * len(spaces)), 3.2 * len(objectives)), layout="constrained")
     axes = np.atleast_2d(figure.subplots(len(objectives), len(spaces), squeeze=False))
     for row, (name, direction) in enumerate(objectives):
         for column, (param, space) in enumerate(spaces.items()):
             ax = axes[row, column]
             x = done[f"param {param}"].astype(str) if space.kind == "choice" else done[f"param {param}"]
-            ax.scatter(x, done[f"objective {name}"], color="tab:blue")
+            ax.scatter(x, done[f"objective {name}"], color="tab:blue", label="trial")
+            if name in naive:
+                ax.axhline(naive[name], color="0.4", linestyle="--", label=naive_label)
+                ax.legend(fontsize=8)
             if space.log_scale:
                 ax.set_xscale("log")
             if space.kind != "choice":  # the whole range searched, so what was left unexplored shows
@@ -118,6 +144,37 @@ def pareto_figure(table: pd.DataFrame, front: list[int], objectives: list[tuple[
     return figure
 
 
+def frontier_figure(table: pd.DataFrame, chosen_number: int, naive_runs: pd.DataFrame) -> Figure | None:
+    """What each trial traded: forgetting against learning accuracy on the validation stream, with naive
+    fine-tuning's final seeds beside them. A single objective picks one point; this shows whether any setting
+    forgets less without learning less, which is the question a search that found nothing better must answer."""
+    x_name = metric_names.validation(metric_names.AVERAGE_FORGETTING)
+    y_name = metric_names.validation(metric_names.LEARNING_ACCURACY)
+    done = table[table["state"] == "complete"]
+    if x_name not in done or y_name not in done or done[[x_name, y_name]].isna().all().any():
+        return None
+    figure = Figure(figsize=(5.5, 4.2), layout="constrained")
+    ax = figure.subplots()
+    ax.scatter(100 * done[x_name], 100 * done[y_name], color="tab:blue", label="trial")
+    for _, trial in done.iterrows():
+        ax.annotate(str(int(trial["number"])), (100 * trial[x_name], 100 * trial[y_name]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    chosen = done[done["number"] == chosen_number]
+    ax.scatter(100 * chosen[x_name], 100 * chosen[y_name], s=120, facecolors="none", edgecolors="tab:red",
+               label="chosen")  # fmt: skip
+    if {x_name, y_name} <= set(naive_runs.columns) and len(naive_runs):
+        ax.scatter(100 * naive_runs[x_name], 100 * naive_runs[y_name], marker="x", color="0.3",
+                   label="naive fine-tuning (final seeds)")  # fmt: skip
+        for _, run in naive_runs.iterrows():
+            ax.annotate(f"seed {int(run['seed'])}", (100 * run[x_name], 100 * run[y_name]), fontsize=7,
+                        color="0.3", xytext=(3, -9), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("validation forgetting (pts, lower is better)")
+    ax.set_ylabel("validation learning accuracy (%, higher is better)")
+    ax.set_title("What each trial traded (upper left is better)", fontsize=10)
+    ax.legend(fontsize=8)
+    return figure
+
+
 def final_tables(finals: pd.DataFrame, last_test: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The final reruns' test figures: mean with its 95 % t-interval per role, and the tuned strategy against naive
     paired by seed (`clbench.report.measures.comparison_table`)."""
@@ -136,8 +193,18 @@ def write_summary(report: TuningReport, folder: Path) -> list[Path]:
     table = trials_table(report.study, report.objectives)
     table.to_csv(folder / "trials.csv", index=False)
     written.append(folder / "trials.csv")
-    plots.save(objective_figure(table, report.spaces, report.objectives), folder / "objective_vs_parameters.png")
+    naive, naive_label = naive_validation(report.finals, report.trial_seeds)
+    naive_objectives = pd.Series(
+        {name: naive[metric] for name, metric in _objective_metrics(report.objectives).items() if metric in naive}
+    )
+    figure = objective_figure(table, report.spaces, report.objectives, naive_objectives, naive_label)
+    plots.save(figure, folder / "objective_vs_parameters.png")
     written.append(folder / "objective_vs_parameters.png")
+    naive_runs = report.finals[report.finals["role"] == "naive"] if "role" in report.finals else pd.DataFrame()
+    frontier = frontier_figure(table, report.chosen_number, naive_runs)
+    if frontier is not None:
+        plots.save(frontier, folder / "frontier.png")
+        written.append(folder / "frontier.png")
     importance = _importances_or_note(report)
     if not importance.empty:
         importance.to_csv(folder / "importances.csv")
@@ -157,8 +224,16 @@ def write_summary(report: TuningReport, folder: Path) -> list[Path]:
         if not comparison.empty:
             comparison.to_csv(folder / "final_vs_naive.csv")
             written.append(folder / "final_vs_naive.csv")
-    (folder / "summary.md").write_text(_markdown(report, table, importance, final_summary, comparison))
+    figures = [p.name for p in written if p.suffix == ".png"]
+    (folder / "summary.md").write_text(_markdown(report, table, importance, final_summary, comparison, figures))
     return [folder / "summary.md", *written]
+
+
+def _objective_metrics(objectives: list[tuple[str, str]]) -> dict[str, str]:
+    """objective name → its validation metric (the tune command's table; imported here, where it is used)."""
+    from clbench.engines.tune import OBJECTIVES
+
+    return {name: OBJECTIVES[name].metric for name, _ in objectives if name in OBJECTIVES}
 
 
 def _importances_or_note(report: TuningReport) -> pd.DataFrame:
@@ -179,6 +254,7 @@ def _markdown(
     importance: pd.DataFrame,
     final_summary: pd.DataFrame,
     comparison: pd.DataFrame,
+    figures: list[str],
 ) -> str:
     states = table["state"].value_counts().to_dict() if not table.empty else {}
     objectives = ", ".join(f"{name} ({direction})" for name, direction in report.objectives)
@@ -201,7 +277,9 @@ def _markdown(
     if not importance.empty:
         lines += ["## Parameter importance (fANOVA)", "", importance.round(3).to_markdown(), ""]
     lines += _final_markdown(report, final_summary, comparison)
-    lines += ["", *report.notes, "", "Figures: `objective_vs_parameters.png`" + _pareto(report), ""]
+    names = {"frontier.png": "`frontier.png` (forgetting against learning accuracy)"}
+    shown = [names.get(f, f"`{f}`") for f in figures]
+    lines += ["", *report.notes, "", f"Figures: {', '.join(shown)}", ""]
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
@@ -232,10 +310,6 @@ def _final_markdown(report: TuningReport, final_summary: pd.DataFrame, compariso
             "",
         ]
     return lines
-
-
-def _pareto(report: TuningReport) -> str:
-    return ", `pareto_front.png`" if len(report.objectives) == 2 else ""
 
 
 def _value(value: Any) -> str:
