@@ -45,7 +45,14 @@ def _add_shared_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="clbench", description=__doc__)
+    parser = _Parser(
+        prog="clbench",
+        description="How much does FiLM forget when fine-tuned after CLEVR, and what fixes it? A continual-learning "
+        "benchmark harness on Avalanche, every run tracked in MLflow.",
+        epilog="Start with `python -m clbench run --strategy ewc` (generated data, a shipped first-task model), "
+        "compare strategies with `python -m clbench sweep`, then open the runs with `python -m clbench ui`. "
+        "`python -m clbench COMMAND --help` tells more.",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_run_parser(commands)
@@ -254,7 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries(debug)
     try:
         require_installed_package()
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if not argv:  # what someone types to see what there is: the commands, not an error about missing one
+            parser.print_help()
+            return 0
+        args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except ClbenchError as exc:
         if debug:

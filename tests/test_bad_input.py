@@ -505,3 +505,9 @@ def test_help_and_a_mistyped_command_answer_without_importing_torch_or_avalanche
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
     assert done.stdout.strip() == "[2] []", done.stdout + done.stderr[-2000:]
+
+
+def test_clbench_alone_lists_the_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: clbench") and all(f" {c} " in out or f"{{{c}," in out for c in ("run", "sweep"))
