@@ -207,6 +207,7 @@ def test_trials_are_drawn_against_naive_on_their_own_seeds_and_their_trade_off_i
         finals=pd.DataFrame(),
         last_test="CLEVR-Humans",
         trial_seeds=(0,),
+        objective_metrics={"average_accuracy": "valid/average_accuracy_frac"},
     )
     written = write_summary(report, tmp_path / "summary")
     assert (tmp_path / "summary" / "frontier.png") in written

@@ -157,6 +157,7 @@ def _conclude(spec, study, outcome, experiment, url, out) -> None:
         study_name=spec.study_name(),
         storage=url,
         trial_seeds=spec.seeds,
+        objective_metrics={o.name: o.metric for o in spec.objectives},
     )
     folder = Path(out) / scenario.name / spec.strategy_name()
     write_summary(report, folder)

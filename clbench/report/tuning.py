@@ -50,6 +50,7 @@ class TuningReport:
     storage: str = ""
     notes: list[str] = field(default_factory=list)
     trial_seeds: tuple[int, ...] = ()  # the seeds each trial ran on: naive on the same seeds is its reference
+    objective_metrics: dict[str, str] = field(default_factory=dict)  # objective name → its validation metric
 
 
 def trials_table(study: Any, objectives: list[tuple[str, str]]) -> pd.DataFrame:
@@ -195,7 +196,7 @@ def write_summary(report: TuningReport, folder: Path) -> list[Path]:
     written.append(folder / "trials.csv")
     naive, naive_label = naive_validation(report.finals, report.trial_seeds)
     naive_objectives = pd.Series(
-        {name: naive[metric] for name, metric in _objective_metrics(report.objectives).items() if metric in naive}
+        {name: naive[metric] for name, metric in report.objective_metrics.items() if metric in naive}
     )
     figure = objective_figure(table, report.spaces, report.objectives, naive_objectives, naive_label)
     plots.save(figure, folder / "objective_vs_parameters.png")
@@ -227,13 +228,6 @@ def write_summary(report: TuningReport, folder: Path) -> list[Path]:
     figures = [p.name for p in written if p.suffix == ".png"]
     (folder / "summary.md").write_text(_markdown(report, table, importance, final_summary, comparison, figures))
     return [folder / "summary.md", *written]
-
-
-def _objective_metrics(objectives: list[tuple[str, str]]) -> dict[str, str]:
-    """objective name → its validation metric (the tune command's table; imported here, where it is used)."""
-    from clbench.engines.tune import OBJECTIVES
-
-    return {name: OBJECTIVES[name].metric for name, _ in objectives if name in OBJECTIVES}
 
 
 def _importances_or_note(report: TuningReport) -> pd.DataFrame:
