@@ -141,21 +141,27 @@ def _finished_trial(number: int, values: list[float], lam: float):
     )
 
 
-def test_two_objectives_give_a_pareto_front_and_only_validation_figures(tmp_path):
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    for number, (values, lam) in enumerate((([0.5, 0.2], 10.0), ([0.6, 0.3], 100.0), ([0.4, 0.4], 1000.0))):
-        study.add_trial(_finished_trial(number, values, lam))
-    report = TuningReport(
+def _ewc_report(study, objectives: list[tuple[str, str]], **extra) -> TuningReport:
+    """The summary of an ewc search over `study` that chose trial 1 (λ = 100), without final reruns."""
+    return TuningReport(
         scenario="clevr-humans",
         strategy="ewc",
-        objectives=[("average_accuracy", "maximize"), ("forgetting", "minimize")],
+        objectives=objectives,
         spaces={"ewc_lambda": Space("log", 1, 1e6)},
         study=study,
         chosen={"ewc_lambda": 100.0},
         chosen_number=1,
         finals=pd.DataFrame(),
         last_test="CLEVR-Humans",
+        **extra,
     )
+
+
+def test_two_objectives_give_a_pareto_front_and_only_validation_figures(tmp_path):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for number, (values, lam) in enumerate((([0.5, 0.2], 10.0), ([0.6, 0.3], 100.0), ([0.4, 0.4], 1000.0))):
+        study.add_trial(_finished_trial(number, values, lam))
+    report = _ewc_report(study, [("average_accuracy", "maximize"), ("forgetting", "minimize")])
     written = write_summary(report, tmp_path / "summary")
     assert (tmp_path / "summary" / "pareto_front.png") in written
     front = pd.read_csv(tmp_path / "summary" / "pareto_front.csv")
@@ -196,16 +202,9 @@ def test_trials_are_drawn_against_naive_on_their_own_seeds_and_their_trade_off_i
     reference, label = naive_validation(finals, (7,))  # no final on the trials' seed: the mean, said so
     assert reference["valid/average_accuracy_frac"] == pytest.approx((0.64 + 0.58 + 0.59) / 3) and "mean" in label
 
-    report = TuningReport(
-        scenario="clevr-humans",
-        strategy="ewc",
-        objectives=[("average_accuracy", "maximize")],
-        spaces={"ewc_lambda": Space("log", 1, 1e6)},
-        study=study,
-        chosen={"ewc_lambda": 100.0},
-        chosen_number=1,
-        finals=pd.DataFrame(),
-        last_test="CLEVR-Humans",
+    report = _ewc_report(
+        study,
+        [("average_accuracy", "maximize")],
         trial_seeds=(0,),
         objective_metrics={"average_accuracy": "valid/average_accuracy_frac"},
     )

@@ -69,11 +69,16 @@ def trials_table(study: Any, objectives: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def naive_runs(finals: pd.DataFrame) -> pd.DataFrame:
+    """The final reruns of naive fine-tuning (none where there were no finals)."""
+    return finals[finals["role"] == "naive"] if "role" in finals else finals.iloc[0:0]
+
+
 def naive_validation(finals: pd.DataFrame, seeds: tuple[int, ...]) -> tuple[pd.Series, str]:
     """Naive fine-tuning's validation figures on the trials' seeds (else averaged over the final seeds), and what
     they are: the line a trial must clear to be worth its strategy. Seeds differ by points here, so a trial is
     compared with naive on its own seeds wherever the finals ran them. Empty without naive finals."""
-    naive = finals[finals["role"] == "naive"] if "role" in finals else finals.iloc[0:0]
+    naive = naive_runs(finals)
     same = naive[naive["seed"].isin(seeds)] if "seed" in naive else naive.iloc[0:0]
     if same.empty:
         same, label = naive, "naive fine-tuning, mean of the final seeds"
@@ -145,7 +150,7 @@ def pareto_figure(table: pd.DataFrame, front: list[int], objectives: list[tuple[
     return figure
 
 
-def frontier_figure(table: pd.DataFrame, chosen_number: int, naive_runs: pd.DataFrame) -> Figure | None:
+def frontier_figure(table: pd.DataFrame, chosen_number: int, naive: pd.DataFrame) -> Figure | None:
     """What each trial traded: forgetting against learning accuracy on the validation stream, with naive
     fine-tuning's final seeds beside them. A single objective picks one point; this shows whether any setting
     forgets less without learning less, which is the question a search that found nothing better must answer."""
@@ -163,10 +168,10 @@ def frontier_figure(table: pd.DataFrame, chosen_number: int, naive_runs: pd.Data
     chosen = done[done["number"] == chosen_number]
     ax.scatter(100 * chosen[x_name], 100 * chosen[y_name], s=120, facecolors="none", edgecolors="tab:red",
                label="chosen")  # fmt: skip
-    if {x_name, y_name} <= set(naive_runs.columns) and len(naive_runs):
-        ax.scatter(100 * naive_runs[x_name], 100 * naive_runs[y_name], marker="x", color="0.3",
+    if {x_name, y_name} <= set(naive.columns) and len(naive):
+        ax.scatter(100 * naive[x_name], 100 * naive[y_name], marker="x", color="0.3",
                    label="naive fine-tuning (final seeds)")  # fmt: skip
-        for _, run in naive_runs.iterrows():
+        for _, run in naive.iterrows():
             ax.annotate(f"seed {int(run['seed'])}", (100 * run[x_name], 100 * run[y_name]), fontsize=7,
                         color="0.3", xytext=(3, -9), textcoords="offset points")  # fmt: skip
     ax.set_xlabel("validation forgetting (pts, lower is better)")
@@ -201,8 +206,7 @@ def write_summary(report: TuningReport, folder: Path) -> list[Path]:
     figure = objective_figure(table, report.spaces, report.objectives, naive_objectives, naive_label)
     plots.save(figure, folder / "objective_vs_parameters.png")
     written.append(folder / "objective_vs_parameters.png")
-    naive_runs = report.finals[report.finals["role"] == "naive"] if "role" in report.finals else pd.DataFrame()
-    frontier = frontier_figure(table, report.chosen_number, naive_runs)
+    frontier = frontier_figure(table, report.chosen_number, naive_runs(report.finals))
     if frontier is not None:
         plots.save(frontier, folder / "frontier.png")
         written.append(folder / "frontier.png")
