@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -38,6 +38,9 @@ from clbench.synth.presets import PRESETS, SynthPreset
 from clbench.synth.questions import FAMILY_INDEX, QuestionEngine
 from clbench.synth.render import render_to_file
 from clbench.synth.scenes import Camera, make_scene, sample_objects
+
+if TYPE_CHECKING:
+    from clbench.synth.pregenerated import QuestionFiles
 
 SYNTH_VERSION = 1  # bump when the same preset and seed would give different files
 MANIFEST_NAME = "clbench_synth.json"
@@ -92,9 +95,8 @@ def _info(split: str, preset: SynthPreset, seed: int) -> dict:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    """Compact and deterministic: insertion-ordered keys, no timestamps, ASCII only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, separators=(",", ":")) + "\n", encoding="ascii")
+    path.write_bytes(_json_bytes(payload))
 
 
 # ------------------------------------------------------------------------------------------- manifest
@@ -189,51 +191,93 @@ def _render_all(tasks: Sequence[tuple], workers: int) -> Iterator[str]:
         yield from pool.imap_unordered(render_to_file, tasks, chunksize=16)
 
 
-def _default_workers() -> int:
-    """One rendering process per core but one: this process writes the questions meanwhile."""
-    return max(1, usable_cores() - 1)
+def _default_workers(questions_shipped: bool) -> int:
+    """One rendering process per core, but one when this process samples the questions meanwhile."""
+    cores = usable_cores()
+    return cores if questions_shipped and cores > 1 else max(1, cores - 1)
 
 
 def _bar(items: Iterable, total: int, what: str, progress: bool) -> Iterable:
     return tqdm(items, total=total, desc=what, unit="img", disable=not progress or None, file=sys.stderr, leave=False)
 
 
-def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: int, world: str) -> dict:
+def _json_bytes(payload: Any) -> bytes:
+    """Compact and deterministic: insertion-ordered keys, no timestamps, ASCII only."""
+    return (json.dumps(payload, separators=(",", ":")) + "\n").encode("ascii")
+
+
+def _scenes(preset: SynthPreset, seed: int, world: str) -> dict[str, list[dict]]:
     camera = Camera.fit(preset.image_width, preset.image_height, preset.camera_elevation_deg)
-    clevr = root / (COGENT_DIRNAME if world == "cogent" else CLEVR_DIRNAME)
-    sizes = split_sizes(preset, world)
-    scenes: dict[str, list[dict]] = {}
-    tasks = []
-    for split, size in sizes.items():
+    scenes = {}
+    for split, size in split_sizes(preset, world).items():
         rng = _rng(seed, "scenes", split)
         condition = condition_of(split)
         palettes = COGENT_CONDITIONS[condition] if condition else None
         scenes[split] = [make_scene(sample_objects(rng, preset, palettes), camera, split, i) for i in range(size)]
+    return scenes
+
+
+def _release(world: str) -> str:
+    return COGENT_DIRNAME if world == "cogent" else CLEVR_DIRNAME
+
+
+def questions_key(preset: SynthPreset, seed: int, world: str) -> dict:
+    """What decides the question files: a shipped archive is used only for exactly these settings."""
+    return {"version": SYNTH_VERSION, "preset": asdict(preset), "seed": seed, "world": world}
+
+
+def question_files(
+    preset: SynthPreset, seed: int, world: str, progress: bool = False, scenes: Mapping[str, list[dict]] | None = None
+) -> QuestionFiles:
+    """Every question file of the world, sampled: path in the dataset root → (bytes, questions)."""
+    scenes = _scenes(preset, seed, world) if scenes is None else scenes
+    files: QuestionFiles = {}
+    for split, split_scenes in scenes.items():
+        engine = QuestionEngine(preset, _rng(seed, "questions", split))
+        questions = []
+        for scene in _bar(split_scenes, len(split_scenes), f"{split} questions", progress):
+            for question in engine.for_scene(scene):
+                questions.append(_question_json(question, scene, len(questions), split))
+        payload = {"info": _info(split, preset, seed), "questions": questions}
+        files[f"{_release(world)}/questions/CLEVR_{split}_questions.json"] = (_json_bytes(payload), len(questions))
+    if world == "clevr":
+        files.update(_humans_files(preset, seed, scenes))
+    return files
+
+
+def _shipped_question_files(preset: SynthPreset, seed: int, world: str) -> QuestionFiles | None:
+    from clbench.synth import pregenerated  # here: `python -m clbench.synth.pregenerated` imports this module
+
+    return pregenerated.read(pregenerated.archive_path(world, preset.name, seed), questions_key(preset, seed, world))
+
+
+def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: int | None, world: str) -> dict:
+    camera = Camera.fit(preset.image_width, preset.image_height, preset.camera_elevation_deg)
+    clevr = root / _release(world)
+    scenes = _scenes(preset, seed, world)
+    shipped = _shipped_question_files(preset, seed, world)
+    tasks = []
+    for split, split_scenes in scenes.items():
         (clevr / "images" / split).mkdir(parents=True)
-        for scene in scenes[split]:
+        for scene in split_scenes:
             path = clevr / "images" / split / scene["image_filename"]
             tasks.append(({"objects": scene["objects"]}, camera, preset.supersample, str(path)))
-    rendered = _render_all(tasks, workers)  # a generator: the workers start on its first next(), below
-    counts: dict[str, int] = {}
+    rendered = _render_all(tasks, _default_workers(shipped is not None) if workers is None else workers)
     try:
-        first = next(rendered, None)  # start them now, so they render while the questions are made
-        for split in sizes:
-            engine = QuestionEngine(preset, _rng(seed, "questions", split))
-            questions = []
-            for scene in _bar(scenes[split], len(scenes[split]), f"{split} questions", progress):
-                for question in engine.for_scene(scene):
-                    questions.append(_question_json(question, scene, len(questions), split))
-            _write_json(
-                clevr / "questions" / f"CLEVR_{split}_questions.json",
-                {"info": _info(split, preset, seed), "questions": questions},
-            )
-            counts[f"{world}_{split}_questions"] = len(questions)
-            counts[f"{world}_{split}_images"] = len(scenes[split])
+        first = next(rendered, None)  # start the workers now, so they render while the questions are made
+        files = shipped if shipped is not None else question_files(preset, seed, world, progress, scenes)
+        for name, (data, _) in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+        counts: dict[str, int] = {}
+        for split, split_scenes in scenes.items():
+            counts[f"{world}_{split}_questions"] = files[f"{_release(world)}/questions/CLEVR_{split}_questions.json"][1]
+            counts[f"{world}_{split}_images"] = len(split_scenes)
             if split not in TEST_SPLITS:  # like the real release: no test scenes
-                payload = {"info": _info(split, preset, seed), "scenes": scenes[split]}
+                payload = {"info": _info(split, preset, seed), "scenes": split_scenes}
                 _write_json(clevr / "scenes" / f"CLEVR_{split}_scenes.json", payload)
         if world == "clevr":
-            counts.update(_write_humans(root, preset, seed, scenes))
+            counts.update({f"humans_{s}_questions": files[_humans_name(s)][1] for s in ("train", "val", "test")})
         done = 0 if first is None else 1
         for _ in _bar(rendered, len(tasks) - done, "rendering", progress):
             pass
@@ -247,11 +291,15 @@ def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: 
     return counts
 
 
-def _write_humans(root: Path, preset: SynthPreset, seed: int, scenes: Mapping[str, list[dict]]) -> dict:
+def _humans_name(split: str) -> str:
+    return f"{HUMANS_DIRNAME}/CLEVR-Humans-{split}.json"
+
+
+def _humans_files(preset: SynthPreset, seed: int, scenes: Mapping[str, list[dict]]) -> QuestionFiles:
     """CLEVR-Humans-style questions about CLEVR's train and val images (val and test share the val images)."""
     sources = {"train": scenes["train"], "val": scenes["val"], "test": scenes["val"]}
     wanted = {"train": preset.humans_train, "val": preset.humans_val, "test": preset.humans_test}
-    counts: dict[str, int] = {}
+    files: QuestionFiles = {}
     for split, source in sources.items():
         engine = HumansEngine(preset, _rng(seed, "humans", split))
         questions = [
@@ -264,9 +312,8 @@ def _write_humans(root: Path, preset: SynthPreset, seed: int, scenes: Mapping[st
             for scene, question in engine.generate(source, wanted[split])
         ]
         payload = {"info": _info(split, preset, seed), "questions": questions}
-        _write_json(root / HUMANS_DIRNAME / f"CLEVR-Humans-{split}.json", payload)
-        counts[f"humans_{split}_questions"] = len(questions)
-    return counts
+        files[_humans_name(split)] = (_json_bytes(payload), len(questions))
+    return files
 
 
 def generate(
@@ -282,10 +329,11 @@ def generate(
     world, ``CLEVR_CoGenT_v1.0/`` alone for the cogent world (trainA/valA drawn under condition A,
     valB/testB under B).
 
-    ``workers`` rendering processes (default: one per core but one; 0 renders here). The same preset, seed
-    and world give byte-identical files, whatever the number of workers. Everything is written into a
-    temporary sibling folder renamed into place at the end; ``out`` may be missing, empty or an earlier
-    generated dataset.
+    ``workers`` rendering processes (default: one per core, but one fewer while this process samples the
+    questions; 0 renders here). The same preset, seed and world give byte-identical files, whatever the number
+    of workers and whether the questions came from a shipped archive (``clbench.synth.pregenerated``).
+    Everything is written into a temporary sibling folder renamed into place at the end; ``out`` may be
+    missing, empty or an earlier generated dataset.
     """
     _check_world(world)
     preset = resolve_preset(preset)
@@ -295,7 +343,7 @@ def generate(
     staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     staged.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would become the installed folder's: make it like its siblings
     try:
-        counts = _write(staged, preset, seed, progress, _default_workers() if workers is None else workers, world)
+        counts = _write(staged, preset, seed, progress, workers, world)
         manifest = {"generator": _GENERATOR, "version": SYNTH_VERSION, "seed": seed, "preset": asdict(preset)}
         if world != "clevr":  # clevr manifests stay as they were, so caches generated earlier stay complete
             manifest["world"] = world
