@@ -205,7 +205,9 @@ def _add_pretrain_parser(commands) -> None:
     pretrain.add_argument(
         "--train-world", help="a larger generated world to train on (e.g. small-100k); validation stays the run's"
     )
-    pretrain.add_argument("--ship", metavar="NAME", help="once finished, install the weights as shipped model NAME")
+    pretrain.add_argument(
+        "--ship", metavar="NAME", help="once finished (or ended by --stop-after), install its weights as model NAME"
+    )
     pretrain.add_argument("--ship-to", type=Path, help="the folder to ship into (default: the installed package's)")
 
 
@@ -266,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         args = parser.parse_args(argv)
+        args.argv = argv  # what a record of the command (pretrain, sweep, tune, report) quotes
         return COMMANDS[args.command](args)
     except ClbenchError as exc:
         if debug:

@@ -212,8 +212,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         progress_bar=not args.no_progress,
         stop_after=_samples(args.stop_after, "--stop-after") if args.stop_after else None,
     )
-    if args.ship and outcome.progress.finished:
-        record = pretrain.ship(args.ship, spec, scenario, folder, command=_command_line(), to=args.ship_to)
+    where = outcome.progress.finished or ("stop_after" if outcome.stopped == "stop_after" else None)
+    if args.ship and where:
+        command = _command_line(args)
+        record = pretrain.ship(args.ship, spec, scenario, folder, command=command, to=args.ship_to, stopped=where)
         print(f"shipped {args.ship}: {record}", file=sys.stderr)
     elif args.ship:
         print(f"not shipped: the pretraining has not finished ({outcome.stopped})", file=sys.stderr)
@@ -258,7 +260,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         tracking_uri=args.tracking_uri,
         progress=not args.no_progress,
-        command=_command_line(),
+        command=_command_line(args),
     )
     return 1 if result.count("FAILED") else 0
 
@@ -285,14 +287,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     writable_folder(args.out, "--out", create=False)  # before any work; build_report makes it
     runs = load_sweep(args.experiment or scenario.name, args.sweep, args.tracking_uri)
     out = args.out / scenario.name
-    written = build_report(runs, out, scenario, report_command=_command_line())
+    written = build_report(runs, out, scenario, report_command=_command_line(args))
     print(f"wrote {len(written)} files to {out} (and to the parent run {runs.parent_id} in MLflow)")
     print((out / "summary.md").read_text())
     return 0
 
 
-def _command_line() -> str:
-    return shlex.join(["python", "-m", "clbench", *sys.argv[1:]])
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as typed: the arguments `main` parsed (a caller's own list too, not only the process's)."""
+    return shlex.join(["python", "-m", "clbench", *getattr(args, "argv", sys.argv[1:])])
 
 
 def _strategy_list(text: str) -> tuple[str, ...]:
@@ -452,7 +455,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         storage=args.storage,
         out=args.out,
-        command=_command_line(),
+        command=_command_line(args),
         stop_after=args.stop_after,
     )
     return 0 if outcome.summary is not None or outcome.finished_trials < spec.trials else 1

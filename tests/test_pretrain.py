@@ -122,6 +122,8 @@ def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env,
     more = _clbench(*PRETRAIN[3:6], "--budget", "1600", *PRETRAIN[8:], "--out", str(tmp_path / "p"))
     assert more.returncode == 0 and "going on to 1,600" in more.stderr, more.stderr  # a larger budget continues it
     assert _samples(tmp_path / "p") >= 1600
+    budgets = torch.load(tmp_path / "p" / pretrain.CHECKPOINT, weights_only=True)["progress"]["budgets"]
+    assert budgets == [[0, 1200], [record["provenance"]["samples"], 1600]]  # what a record made now would list
 
     run = _run_tiny(tmp_path, monkeypatch, "--strategy", "ewc")
     assert run.returncode == 0, run.stderr
@@ -134,20 +136,30 @@ def test_shipped_model_is_what_a_matching_run_starts_from(tmp_path, clbench_env,
     assert "no shipped model matches" in untrained.stderr
 
 
-def test_a_budget_already_spent_finishes_where_it_stands(tmp_path, clbench_env):
-    """Shipping a pretraining stopped mid-way (`--budget <samples seen>`) takes not one step more: the shipped
-    weights are the ones its last sitting left."""
-    folder = tmp_path / "p"
-    first = _pretrain(folder, "--stop-after", "500")
-    assert first.returncode == 0, first.stderr
+def test_stop_after_ships_where_it_stands_and_the_record_remakes_it(tmp_path, clbench_env):
+    """Ended early by `--stop-after` (here where it already stands), a pretraining ships the weights its last sitting
+    left, not one step more, and its record keeps the budget the schedule decays to, so the recorded command makes
+    the same weights from scratch. Another budget past the warm-up is refused: it would change that schedule."""
+    folder, shipped = tmp_path / "p", tmp_path / "shipped"
+    assert _pretrain(folder, "--stop-after", "500").returncode == 0
     before, seen = _weights(folder), _samples(folder)
     assert 500 <= seen < 1200
-    done = _clbench(*PRETRAIN[3:6], "--budget", str(seen), *PRETRAIN[8:], "--out", str(folder))
+    other = _clbench(*PRETRAIN[3:6], "--budget", str(seen), *PRETRAIN[8:], "--out", str(folder))
+    assert other.returncode == 2 and other.stderr.strip().count("\n") == 0, other.stderr
+    assert "decays its learning rate toward --budget 1200" in other.stderr and "--stop-after" in other.stderr
+
+    done = _pretrain(folder, "--stop-after", str(seen), "--ship", "early", "--ship-to", str(shipped))
     assert done.returncode == 0, done.stderr
     blob = torch.load(folder / pretrain.CHECKPOINT, weights_only=True)
-    assert blob["progress"]["samples"] == seen and blob["progress"]["finished"] == "budget"
+    assert blob["progress"]["samples"] == seen and blob["progress"]["finished"] is None  # it can go on later
     assert blob["progress"]["curve"][-1]["samples"] == seen  # evaluated where it stands
-    assert all(torch.equal(before[k], blob["model"][k]) for k in before), "a step was taken past the budget"
+    assert all(torch.equal(before[k], blob["model"][k]) for k in before), "a step was taken past --stop-after"
+    provenance = json.loads((shipped / "early.json").read_text())["provenance"]
+    assert provenance["stopped"] == "stop_after" and provenance["schedule"]["total"] == 1200
+    assert "--budget 1200 --warmup 300" in provenance["command"] and f"--stop-after {seen}" in provenance["command"]
+    assert _pretrain(tmp_path / "again", "--stop-after", str(seen)).returncode == 0  # the record's command, afresh
+    again = _weights(tmp_path / "again")
+    assert all(torch.equal(before[k], again[k]) for k in before)
 
 
 def test_fine_tuning_rates_retuned_later_still_continue_the_pretraining(tmp_path):

@@ -16,6 +16,7 @@ the same command.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -87,11 +88,15 @@ def pretrain(
     if blob is not None:
         check_continuable(blob, spec, folder)
     progress = Progress.from_blob(blob["progress"]) if blob is not None else Progress()
+    if progress.budgets:  # (checkpoints saved before budgets were kept have none)
+        _check_decay(progress.budgets[-1][1], spec, progress, folder)
     if progress.finished == "budget" and spec.budget > progress.samples:  # shipped at a budget, then given more
         stderr_line(
             f"pretrain: {folder} stopped at its budget of {progress.samples:,} samples; going on to {spec.budget:,}"
         )
         progress.finished = None
+    if not progress.budgets or progress.budgets[-1][1] != spec.budget:
+        progress.budgets.append([progress.samples, spec.budget])
     if progress.finished:
         stderr_line(f"{folder} finished already ({progress.finished}); nothing to do")
         return Outcome(folder, progress, progress.finished)
@@ -109,6 +114,20 @@ def pretrain(
         stopped = sitting.run(stop, stop_after, _bar(spec, progress, progress_bar))
     stderr_line(f"pretrain: {_last_words(progress)} — stopped: {stopped}; state in {checkpoint_path(folder)}")
     return Outcome(folder, progress, stopped)
+
+
+def _check_decay(total: int, spec: PretrainSpec, progress: Progress, folder: Path) -> None:
+    """Past its warm-up, the learning rate decays toward the budget, so a sitting under another budget would
+    follow another schedule than the sittings before it: weights no single command makes. The one exception is a
+    pretraining that spent its budget going on under a larger one (its record lists both budgets)."""
+    if progress.samples <= spec.schedule.warmup or total == spec.schedule.total or spec.schedule.shape == "constant":
+        return
+    if progress.finished == "budget" and spec.budget > progress.samples:
+        return
+    raise ConfigError(
+        f"{folder} decays its learning rate toward --budget {total}, not {spec.budget}",
+        f"continue it with --budget {total}; to stop it earlier (and ship it there), add --stop-after N",
+    )
 
 
 @dataclass
@@ -156,12 +175,13 @@ class _Sitting:
         `save_every` seconds and when it stops."""
         progress, last_save = self.progress, time.monotonic()
         try:
-            if progress.samples >= self.spec.budget:  # a budget already spent (smaller than before): not one step more
+            if progress.samples >= min(self.spec.budget, stop_after or self.spec.budget):  # not one step more
                 if not progress.curve or progress.curve[-1].samples != progress.samples:
                     self.evaluate(self.spec.schedule.lr(progress.samples), bar)  # sets `finished`
-                progress.finished = progress.finished or "budget"
+                if progress.samples >= self.spec.budget:
+                    progress.finished = progress.finished or "budget"
                 save(self.folder, self.spec, progress, self.model, self.optimizer)
-                return progress.finished
+                return progress.finished or "stop_after"
             while True:
                 for inputs, answers in self.train.epoch(progress.epoch, progress.batch):
                     evaluated = self.step(inputs, answers, bar)
@@ -326,8 +346,13 @@ def _point_line(point: Point) -> str:
     rate = point.samples / max(point.seconds, 1e-9)
     return (
         f"{point.samples / 1e6:.2f}M samples, {point.seconds / 3600:.2f} h ({rate:.0f} q/s): val "
-        f"{100 * point.accuracy:.1f} % ({types}), loss {point.loss:.3f}, lr {point.lr:.2e}"
+        f"{100 * point.accuracy:.1f} % ({types}), {_loss(point)}lr {point.lr:.2e}"
     )
+
+
+def _loss(point: Point) -> str:
+    """The training loss since the previous point; none where no batch was trained in between."""
+    return "" if math.isnan(point.loss) else f"loss {point.loss:.3f}, "
 
 
 def _last_words(progress: Progress) -> str:
@@ -336,16 +361,30 @@ def _last_words(progress: Progress) -> str:
     return f"{where}, val {100 * last.accuracy:.1f} %" if last else where
 
 
-def ship(name: str, spec: PretrainSpec, scenario, folder: Path, *, command: str, to: Path | None = None) -> Path:
-    """Install a finished pretraining's weights as shipped model `name` (`clbench.model.pretrained`): the weights as
-    shipped (float16 where float32 would pass 5 MB) are evaluated on the run's own validation set, and that is the
-    accuracy the record states and a test reproduces."""
+def ship(
+    name: str,
+    spec: PretrainSpec,
+    scenario,
+    folder: Path,
+    *,
+    command: str,
+    to: Path | None = None,
+    stopped: str | None = None,
+) -> Path:
+    """Install a pretraining's weights as shipped model `name` (`clbench.model.pretrained`), once it finished or
+    where `--stop-after` ended it (`stopped`): the command then still holds the budget its schedule decays to, so
+    it remakes these weights from scratch. The weights as shipped (float16 where float32 would pass 5 MB) are
+    evaluated on the run's own validation set, and that is the accuracy the record states and a test reproduces."""
     from clbench.model import pretrained
     from clbench.run.build import build_benchmark, build_model
 
     blob = load(folder)
-    if blob is None or not blob["progress"].get("finished"):
-        raise ConfigError(f"{folder} holds no finished pretraining", "let `pretrain` reach its target or budget first")
+    stopped = (blob or {}).get("progress", {}).get("finished") or stopped
+    if blob is None or not stopped:
+        raise ConfigError(
+            f"{folder} holds no finished pretraining",
+            "let `pretrain` reach its target or budget first, or end it where it stands with --stop-after N",
+        )
     check_continuable(blob, spec, folder)
     progress = Progress.from_blob(blob["progress"])
     config = spec.config
@@ -366,8 +405,10 @@ def ship(name: str, spec: PretrainSpec, scenario, folder: Path, *, command: str,
         "schedule": asdict(spec.schedule),
         "batch_size": config.train.batch_size,
         "seed": config.seed,
-        "stopped": progress.finished,
+        "stopped": stopped,
     }
+    if len(progress.budgets) > 1:  # went on past a spent budget: [samples, budget] from each change on
+        provenance["budgets"] = progress.budgets
     return pretrained.write(
         name,
         to or pretrained.FOLDER,

@@ -105,6 +105,7 @@ class Progress:
     run_id: str | None = None  # its MLflow run, continued by a resumed pretraining
     finished: str | None = None  # why it stopped: "target", "budget"
     train_questions: int | None = None  # the size of the training split, for the shipped record
+    budgets: list[list[int]] = field(default_factory=list)  # [samples, budget] where each budget took over
 
     def to_blob(self) -> dict[str, Any]:
         return asdict(self)
