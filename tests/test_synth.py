@@ -117,6 +117,8 @@ def test_a_world_from_a_question_archive_is_byte_identical_to_one_sampled(
     again = tmp_path / "archives" / "again.tar.xz"
     pregenerated.write(again, synth_dataset.questions_key(TINY, 0, world), files)
     assert again.read_bytes() == pregenerated.archive_path(world, "tiny", 0).read_bytes()  # reproducible
+    again.write_bytes(again.read_bytes()[:1000])  # a damaged archive: sampled instead
+    assert pregenerated.read(again, synth_dataset.questions_key(TINY, 0, world)) is None
 
 
 def test_layout_and_fields_follow_the_clevr_release(tiny_root: Path) -> None:

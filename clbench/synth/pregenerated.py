@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import tarfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,15 +32,18 @@ def archive_path(world: str, preset: str, seed: int, folder: Path | None = None)
 
 
 def read(path: Path, key: Mapping[str, Any]) -> QuestionFiles | None:
-    """The files of the archive at ``path`` if its key is ``key``; None when there is none or it is for other
-    settings (the caller then samples the questions)."""
+    """The files of the archive at ``path`` if its key is ``key``; None when there is none, it is for other
+    settings or it cannot be read (the caller then samples the questions, which gives the same files)."""
     if not path.is_file():
         return None
-    with tarfile.open(path, "r:xz") as archive:
-        index = json.loads(_member(archive, _INDEX))
-        if index.get("format") != FORMAT or index.get("key") != json.loads(json.dumps(key)):
-            return None
-        return {name: (_member(archive, name), count) for name, count in index["files"].items()}
+    try:
+        with tarfile.open(path, "r:xz") as archive:
+            index = json.loads(_member(archive, _INDEX))
+            if index.get("format") != FORMAT or index.get("key") != json.loads(json.dumps(key)):
+                return None
+            return {name: (_member(archive, name), count) for name, count in index["files"].items()}
+    except (OSError, EOFError, KeyError, ValueError, tarfile.TarError, lzma.LZMAError):
+        return None
 
 
 def write(path: Path, key: Mapping[str, Any], files: QuestionFiles) -> Path:
