@@ -212,10 +212,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         progress_bar=not args.no_progress,
         stop_after=_samples(args.stop_after, "--stop-after") if args.stop_after else None,
     )
-    where = outcome.progress.finished or ("stop_after" if outcome.stopped == "stop_after" else None)
-    if args.ship and where:
+    if args.ship and (outcome.progress.finished or outcome.stopped == "stop_after"):
         command = _command_line(args)
-        record = pretrain.ship(args.ship, spec, scenario, folder, command=command, to=args.ship_to, stopped=where)
+        record = pretrain.ship(
+            args.ship, spec, scenario, folder, command=command, to=args.ship_to, stopped=outcome.stopped
+        )
         print(f"shipped {args.ship}: {record}", file=sys.stderr)
     elif args.ship:
         print(f"not shipped: the pretraining has not finished ({outcome.stopped})", file=sys.stderr)

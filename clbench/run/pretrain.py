@@ -379,7 +379,8 @@ def ship(
     from clbench.run.build import build_benchmark, build_model
 
     blob = load(folder)
-    stopped = (blob or {}).get("progress", {}).get("finished") or stopped
+    if blob is not None:
+        stopped = blob["progress"].get("finished") or stopped
     if blob is None or not stopped:
         raise ConfigError(
             f"{folder} holds no finished pretraining",

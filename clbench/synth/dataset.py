@@ -239,7 +239,7 @@ def question_files(
             for question in engine.for_scene(scene):
                 questions.append(_question_json(question, scene, len(questions), split))
         payload = {"info": _info(split, preset, seed), "questions": questions}
-        files[f"{_release(world)}/questions/CLEVR_{split}_questions.json"] = (_json_bytes(payload), len(questions))
+        files[_questions_name(world, split)] = (_json_bytes(payload), len(questions))
     if world == "clevr":
         files.update(_humans_files(preset, seed, scenes))
     return files
@@ -271,7 +271,7 @@ def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: 
             (root / name).write_bytes(data)
         counts: dict[str, int] = {}
         for split, split_scenes in scenes.items():
-            counts[f"{world}_{split}_questions"] = files[f"{_release(world)}/questions/CLEVR_{split}_questions.json"][1]
+            counts[f"{world}_{split}_questions"] = files[_questions_name(world, split)][1]
             counts[f"{world}_{split}_images"] = len(split_scenes)
             if split not in TEST_SPLITS:  # like the real release: no test scenes
                 payload = {"info": _info(split, preset, seed), "scenes": split_scenes}
@@ -289,6 +289,10 @@ def _write(root: Path, preset: SynthPreset, seed: int, progress: bool, workers: 
         encoding="ascii",
     )
     return counts
+
+
+def _questions_name(world: str, split: str) -> str:
+    return f"{_release(world)}/questions/CLEVR_{split}_questions.json"
 
 
 def _humans_name(split: str) -> str:

@@ -27,8 +27,8 @@ SHIPPED: tuple[tuple[str, str, int], ...] = (("clevr", "small", 0), ("cogent", "
 QuestionFiles = dict[str, tuple[bytes, int]]  # path in the dataset root → (file contents, questions in it)
 
 
-def archive_path(world: str, preset: str, seed: int, folder: Path | None = None) -> Path:
-    return (folder or FOLDER) / f"{world}-{preset}-seed{seed}.tar.xz"
+def archive_path(world: str, preset: str, seed: int) -> Path:
+    return FOLDER / f"{world}-{preset}-seed{seed}.tar.xz"
 
 
 def read(path: Path, key: Mapping[str, Any]) -> QuestionFiles | None:
