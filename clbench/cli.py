@@ -11,6 +11,7 @@ from clbench.commands import COMMANDS, DEFAULT_FRACTIONS, DEFAULT_STRATEGIES, im
 from clbench.core.console import quiet_libraries
 from clbench.core.errors import ClbenchError, ConfigError
 from clbench.core.registry import require_installed_package
+from clbench.core.termination import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 
 _EXIT_USAGE = 2
 
@@ -133,7 +134,11 @@ def _add_report_parser(commands) -> None:
     report = commands.add_parser("report", help="tables and plots of a sweep, from MLflow, into a folder")
     report.add_argument("--scenario", default="clevr-humans", help="whose sweep (default: clevr-humans)")
     report.add_argument("--experiment", help="MLflow experiment (default: the scenario's name)")
-    report.add_argument("--sweep", help="the sweep's parent run id (default: the latest sweep in the experiment)")
+    report.add_argument(
+        "--sweep",
+        help="the sweep's parent run id, or several, comma-separated, run with the same settings, for one report "
+        "over all their cells (default: the latest sweep in the experiment)",
+    )
     report.add_argument(
         "--out", type=Path, default=Path("results"), help="output folder; the report goes to OUT/<scenario>/"
     )
@@ -261,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     quiet_libraries(debug)
+    with sigterm_as_interrupt():
+        return _dispatch(argv, debug)
+
+
+def _dispatch(argv: list[str], debug: bool) -> int:
     try:
         require_installed_package()
         parser = build_parser()
@@ -280,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {_permission_problem(exc).one_line()}", file=sys.stderr)
         return _EXIT_USAGE
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -280,16 +280,21 @@ def _grid_axis(item: str) -> tuple[str, tuple[str, ...]]:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from clbench.core.paths import writable_folder
-    from clbench.report.runs import load_sweep
+    from clbench.engines.sweep import parse_list
+    from clbench.report.runs import load_sweeps
     from clbench.report.summary import build_report
     from clbench.scenario.contract import resolve
 
     scenario = resolve(args.scenario)
     writable_folder(args.out, "--out", create=False)  # before any work; build_report makes it
-    runs = load_sweep(args.experiment or scenario.name, args.sweep, args.tracking_uri)
+    sweeps = list(parse_list(args.sweep, str, "--sweep")) if args.sweep else []
+    runs = load_sweeps(args.experiment or scenario.name, sweeps, args.tracking_uri)
     out = args.out / scenario.name
     written = build_report(runs, out, scenario, report_command=_command_line(args))
-    print(f"wrote {len(written)} files to {out} (and to the parent run {runs.parent_id} in MLflow)")
+    print(
+    parents = f"the parent run{'s' if len(runs.parents) > 1 else ''} {', '.join(runs.parents)}"
+    print(f"wrote {len(written)} files to {out} (and to {parents} in MLflow)")
+    )
     print((out / "summary.md").read_text())
     return 0
 

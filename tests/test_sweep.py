@@ -253,3 +253,37 @@ def test_pool_workers_share_the_cores_the_sweep_may_use_not_the_machines():
         preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
     )  # fmt: skip
     assert pinned.stdout.strip() == "1"
+
+
+def test_one_report_over_two_sweeps_of_the_same_settings_and_none_over_different_ones(
+    swept, tmp_path, monkeypatch, capsys
+):
+    spec, result, store, home = swept
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("CLBENCH_CACHE_DIR", str(home / "cache"))  # experience 0 comes from the shared cache
+    quiet = {"jobs": 1, "tracking_uri": store, "progress": False, "out": io.StringIO()}
+    later = sweep(replace(spec, strategies=("replay",), seeds=(0,)), experiment="sweep-test-later", **quiet)
+    other = replace(spec, strategies=("replay",), seeds=(0,), grid=(("scenario.fraction", ("1",)),))
+    odd = sweep(replace(other, strategy_sets={"mem_size": "20"}), experiment="sweep-test-odd", **quiet)
+    assert later.count("FINISHED") == 2 and odd.count("FINISHED") == 1
+
+    report = ["report", "--experiment", EXPERIMENT, "--tracking-uri", store, "--out", str(tmp_path / "out")]
+    assert main([*report, "--sweep", f"{result.parent_run_id},{later.parent_run_id}"]) == 0
+    folder = tmp_path / "out" / "clevr-humans"
+    final = pd.read_csv(folder / "final.csv")
+    assert set(final["strategy"]) == {"naive", "ewc", "replay"}
+    summary = (folder / "summary.md").read_text()
+    assert f"2 sweeps of the same settings, parent runs `{result.parent_run_id}`, `{later.parent_run_id}`" in summary
+    assert "10 finished cells: 3 strategies" in summary  # 8 from the first sweep, 2 from the later one
+    client = MlflowClient(store)
+    for parent in (result.parent_run_id, later.parent_run_id):
+        assert "report/summary.md" in {a.path for a in client.list_artifacts(parent, "report")}
+
+    capsys.readouterr()
+    assert (
+        main([*report, "--out", str(tmp_path / "refused"), "--sweep", f"{result.parent_run_id},{odd.parent_run_id}"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "were run with different settings (strategy.mem_size)" in err and "Traceback" not in err
+    assert not (tmp_path / "refused").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from clbench.core.termination import exit_with_parent
+
 
 def quiet_libraries(debug: bool) -> None:
     """Keep the terminal for our progress and results: library chatter only with --debug."""
@@ -27,6 +29,14 @@ def init_worker(threads: int) -> None:
     It lives here, not in the sweep module, so a fresh worker imports nothing heavy before it is quiet.
     """
     quiet_libraries(debug=False)
+    exit_with_parent()  # a parent killed outright (SIGKILL, the OOM killer) takes its workers with it
+    import threading
+
     import torch
+    from tqdm import tqdm
+
+    # A worker draws no bar: a thread lock spares tqdm its default cross-process semaphore, which a stopped
+    # worker would leave to the resource tracker's "leaked semaphore" warning.
+    tqdm.set_lock(threading.RLock())
 
     torch.set_num_threads(threads)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 
 from clbench.core.console import init_worker
 from clbench.core.cores import usable_cores
+from clbench.core.termination import sigterm_as_interrupt
 
 
 @dataclass(frozen=True)
@@ -45,4 +47,41 @@ def executor(ray_pool, jobs: int):
     if ray_pool is not None:
         return contextlib.nullcontext(ray_pool)
     threads = max(1, usable_cores() // max(jobs, 1))
-    return ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=init_worker, initargs=(threads,))
+    return _CellPool(jobs, mp_context=get_context("spawn"), initializer=init_worker, initargs=(threads,))
+
+
+class _CellPool(ProcessPoolExecutor):
+    """A process pool whose tasks (cells, trials) end on SIGTERM as on Ctrl-C, and which, left by an exception
+    (Ctrl-C, SIGTERM, an error), stops them at once.
+
+    ProcessPoolExecutor's own exit waits for the tasks in flight, and a worker outside the terminal's process
+    group (its parent sent SIGTERM, not Ctrl-C) never hears of the interruption: it would finish a cell whose
+    sweep is gone. Told instead, a task ends as Ctrl-C ends it (its MLflow run KILLED, its checkpoint kept for
+    the rerun), and the worker then exits. An idle worker just dies.
+    """
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(_told_to_stop_like_ctrl_c, fn, *args, **kwargs)
+
+    def __exit__(self, kind, value, traceback):
+        if kind is not None:
+            self._stop(grace_seconds=30.0)
+        return super().__exit__(kind, value, traceback)
+
+    def _stop(self, grace_seconds: float) -> None:
+        """SIGTERM to every worker, no new task, and SIGKILL for the workers that linger."""
+        workers = active_children()
+        self.shutdown(wait=False, cancel_futures=True)  # each worker gets its exit call once the running tasks end
+        for worker in workers:
+            worker.terminate()
+        deadline = time.monotonic() + grace_seconds
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+
+
+def _told_to_stop_like_ctrl_c(fn, /, *args, **kwargs):
+    with sigterm_as_interrupt():
+        return fn(*args, **kwargs)

@@ -409,6 +409,9 @@ def run_cell(cell: Cell, spec: SweepSpec, parent_id: str, experiment: str, uri: 
                 strategy_spec=cell.strategy,
                 scenario_spec=spec.scenario,
             )
+    except KeyboardInterrupt:  # Ctrl-C, or the sweep told to stop: a rerun goes on from the cell's checkpoint
+        client.set_terminated(run_id, "KILLED")
+        raise
     except Exception as exc:
         error = exc.one_line() if isinstance(exc, ClbenchError) else f"{type(exc).__name__}: {exc}"
         log.write(traceback.format_exc())

@@ -38,6 +38,11 @@ class SweepRuns:
     cells: pd.DataFrame  # run_id, strategy, seed, experiences, tests, each grid axis, then every metric
     sweep_metrics: dict[str, float] = field(default_factory=dict)  # the parent's: wall time, experience-0 count
     axes: list[str] = field(default_factory=list)  # the grid's axes besides strategy and seed
+    parent_ids: list[str] = field(default_factory=list)  # every sweep a merged report reads, the first one first
+
+    @property
+    def parents(self) -> list[str]:
+        return self.parent_ids or [self.parent_id]
 
     @property
     def experiences(self) -> list[str]:
@@ -72,6 +77,45 @@ class SweepRuns:
     def settings(self) -> list[str]:
         """The axes a headline row is per (all but the fraction, whose largest value the headline shows)."""
         return [axis for axis in self.axes if axis != FRACTION]
+
+
+def load_sweeps(experiment: str, sweep_ids: list[str], tracking_uri: str | None = None) -> SweepRuns:
+    """One report over several sweeps of the same settings: a strategy swept later joins an earlier comparison
+    without rerunning it. Sweeps whose settings differ (data, model, training, scenario, `--set`) are refused, so
+    every row of the report was run the same way; a cell in two sweeps is taken from the later one."""
+    if len(sweep_ids) < 2:
+        return load_sweep(experiment, sweep_ids[0] if sweep_ids else None, tracking_uri)
+    from mlflow import MlflowClient
+
+    loaded = [load_sweep(experiment, sweep_id, tracking_uri) for sweep_id in sweep_ids]
+    client = MlflowClient()
+    settings = [_settings(client.get_run(runs.parent_id).data.params) for runs in loaded]
+    for runs, setting in zip(loaded[1:], settings[1:], strict=True):
+        differing = sorted(k for k in settings[0].keys() | setting.keys() if settings[0].get(k) != setting.get(k))
+        if differing or runs.axes != loaded[0].axes or runs.experiences != loaded[0].experiences:
+            what = ", ".join(differing[:4]) or "their grid axes or experiences"
+            raise ConfigError(
+                f"sweeps {loaded[0].parent_id} and {runs.parent_id} were run with different settings ({what})",
+                "report them one at a time, or rerun one with the other's settings",
+            )
+    cells = pd.concat([runs.cells for runs in loaded], ignore_index=True)
+    keys = ["strategy", "seed", *loaded[0].axes]
+    cells = cells.drop_duplicates(keys, keep="last").reset_index(drop=True)
+    totals = {k: sum(r.sweep_metrics.get(k, 0.0) for r in loaded) for k in loaded[0].sweep_metrics}
+    return SweepRuns(
+        loaded[0].parent_id,
+        experiment,
+        "\n".join(runs.command for runs in loaded if runs.command),
+        cells,
+        totals,
+        loaded[0].axes,
+        [runs.parent_id for runs in loaded],
+    )
+
+
+def _settings(params: dict[str, str]) -> dict[str, str]:
+    """What must agree for two sweeps' cells to sit in one table: all but the grid's own lists and the versions."""
+    return {k: v for k, v in params.items() if not k.startswith(("sweep.", "version."))}
 
 
 def load_sweep(experiment: str, sweep_id: str | None = None, tracking_uri: str | None = None) -> SweepRuns:

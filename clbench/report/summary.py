@@ -171,8 +171,9 @@ def build_report(runs: SweepRuns, out: Path, scenario: Any = None, report_comman
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     client = MlflowClient()
-    for path in written:
-        client.log_artifact(runs.parent_id, str(path), "report")
+    for parent in runs.parents:
+        for path in written:
+            client.log_artifact(parent, str(path), "report")
     return written
 
 
@@ -209,21 +210,28 @@ def _introduction(runs: SweepRuns, report_command: str) -> list[str]:
         "",
         f"{len(cells)} finished cells: {cells['strategy'].nunique()} strategies × {grid + ' × ' if grid else ''}"
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); experiences {' → '.join(names)}; MLflow experiment "
-        f"`{runs.experiment}`, parent run `{runs.parent_id}`.",
+        f"`{runs.experiment}`, {_parent_runs(runs)}.",
         "",
     ]
     if runs.command:
         lines += ["Produced by:", "", "```", runs.command, *([report_command] if report_command else []), "```", ""]
     timing = runs.sweep_metrics
     if "sweep/wall_time_s" in timing:
+        whose = "Their last invocations" if len(runs.parents) > 1 else "Its last invocation"
         lines += [
-            f"Its last invocation ran {timing.get('sweep/cells_run', 0):.0f} cells in "
+            f"{whose} ran {timing.get('sweep/cells_run', 0):.0f} cells in "
             f"{timing['sweep/wall_time_s'] / 60:.1f} min and trained experience 0 "
             f"{timing.get('sweep/experience0_trained', 0):.0f} times (once per group of cells sharing it; every "
             "other cell started from the cached model).",
             "",
         ]
     return lines
+
+
+def _parent_runs(runs: SweepRuns) -> str:
+    if len(runs.parents) == 1:
+        return f"parent run `{runs.parent_id}`"
+    return f"{len(runs.parents)} sweeps of the same settings, parent runs " + ", ".join(f"`{p}`" for p in runs.parents)
 
 
 def _after_first(runs: SweepRuns) -> list[str]:
