@@ -291,10 +291,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = load_sweeps(args.experiment or scenario.name, sweeps, args.tracking_uri)
     out = args.out / scenario.name
     written = build_report(runs, out, scenario, report_command=_command_line(args))
-    print(
     parents = f"the parent run{'s' if len(runs.parents) > 1 else ''} {', '.join(runs.parents)}"
     print(f"wrote {len(written)} files to {out} (and to {parents} in MLflow)")
-    )
     print((out / "summary.md").read_text())
     return 0
 
