@@ -287,3 +287,41 @@ def test_one_report_over_two_sweeps_of_the_same_settings_and_none_over_different
     err = capsys.readouterr().err
     assert "were run with different settings (strategy.mem_size)" in err and "Traceback" not in err
     assert not (tmp_path / "refused").exists()
+
+
+EDITED_STRATEGY = """
+from dataclasses import dataclass
+
+from clbench import Strategy
+
+
+@dataclass
+class Gentle(Strategy):
+    name = "gentle"
+    state = "boundaries"
+    strength: float = {default}
+
+    def plugins(self, model):
+        return []
+"""
+
+
+def test_a_finished_cell_whose_strategy_default_changed_runs_again(swept, tmp_path, monkeypatch):
+    spec, _, store, home = swept
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("CLBENCH_CACHE_DIR", str(home / "cache"))
+    plugin = tmp_path / "gentle.py"
+    one = replace(spec, strategies=(f"{plugin}:Gentle",), seeds=(0,), grid=(("scenario.fraction", ("1",)),))
+    quiet = {"jobs": 1, "experiment": "sweep-test-edited", "tracking_uri": store, "progress": False}
+
+    plugin.write_text(EDITED_STRATEGY.format(default=1.0))
+    assert sweep(one, out=io.StringIO(), **quiet).count("FINISHED") == 1
+    assert sweep(one, out=io.StringIO(), **quiet).count("SKIPPED") == 1  # unchanged: the finished cell stands
+
+    plugin.write_text(EDITED_STRATEGY.format(default=2.5))  # the user edits the default between two sweeps
+    told = io.StringIO()
+    again = sweep(one, out=told, **quiet)
+    assert again.count("FINISHED") == 1 and again.count("SKIPPED") == 0
+    assert "1 finished cells ran a strategy whose parameters changed since; rerunning them" in told.getvalue()
+    [outcome] = again.outcomes
+    assert MlflowClient(store).get_run(outcome.run_id).data.params["strategy.strength"] == "2.5"

@@ -228,14 +228,31 @@ def sweep(
 
 
 def _skipped_and_pending(spec: SweepSpec, done: dict, out) -> tuple[list[CellOutcome], list[Cell]]:
-    """The cells a re-run finds finished (skipped, said in one line) and those still to run."""
+    """The cells a re-run finds finished (skipped, said in one line) and those still to run.
+
+    A finished cell is skipped only if it ran the strategy as it stands now: a default changed since (a new
+    searched value, a user's edited plugin) makes its cells run again rather than sit in the report unchanged.
+    """
     cells = spec.cells()
+    current = {c: c.key in done and _same_strategy(done[c.key], spec.materialize(c)[1]) for c in cells}
+    stale = sum(c.key in done and not same for c, same in current.items())
     skipped = [
-        CellOutcome(c, done[c.key].info.run_id, "SKIPPED", experience0_trained=False) for c in cells if c.key in done
+        CellOutcome(c, done[c.key].info.run_id, "SKIPPED", experience0_trained=False) for c in cells if current[c]
     ]
     if skipped:
         print(f"sweep {spec.key()}: {len(skipped)} of {len(cells)} cells already finished, skipping them", file=out)
-    return skipped, [c for c in cells if c.key not in done]
+    if stale:
+        print(
+            f"sweep {spec.key()}: {stale} finished cells ran a strategy whose parameters changed since; rerunning them",
+            file=out,
+        )
+    return skipped, [c for c in cells if not current[c]]
+
+
+def _same_strategy(run, strategy) -> bool:
+    """Whether a finished cell's run logged the parameters `strategy` has now."""
+    logged = run.data.params
+    return all(logged.get(f"strategy.{k}") == tracking.plain(v)[:6000] for k, v in strategy.params().items())
 
 
 def _no_bar(progress: bool) -> bool:
