@@ -83,6 +83,8 @@ def _base_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.resume is None:
+        _refuse_unknown_names(args.scenario, [args.strategy])
     from clbench.run.loop import run
     from clbench.scenario import contract as scenarios
     from clbench.strategy.contract import instantiate, resolve
@@ -105,6 +107,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             scenario_spec=args.scenario,
         )
     return 0
+
+
+def _refuse_unknown_names(scenario: str, strategies: list[str]) -> None:
+    """A mistyped scenario or strategy name is named before the imports that loading any of them costs."""
+    from clbench.core.registry import refuse_unknown_name
+
+    refuse_unknown_name(scenario, "scenario")
+    for strategy in strategies:
+        refuse_unknown_name(strategy, "strategy")
 
 
 @contextlib.contextmanager
@@ -224,6 +235,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    named = [] if args.strategies.strip() == "all" else [s.strip() for s in args.strategies.split(",") if s.strip()]
+    _refuse_unknown_names(args.scenario, named)
     from clbench.engines.pool import Engine
     from clbench.engines.sweep import SweepSpec, parse_list, sweep
     from clbench.scenario import contract as scenarios
@@ -420,6 +433,7 @@ def _extract_features(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    _refuse_unknown_names(args.scenario, [args.strategy])
     from clbench.core.paths import writable_folder
     from clbench.engines.pool import Engine
     from clbench.engines.search import tune

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from clbench.cli import main
+from clbench.core.errors import ConfigError
 
 Setup = Callable[[Path, Path], list[str]]  # (tmp folder, tiny dataset) → argv
 
@@ -511,3 +512,40 @@ def test_clbench_alone_lists_the_commands(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: clbench") and all(f" {c} " in out or f"{{{c}," in out for c in ("run", "sweep"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--strategy", "ewk"],
+        ["run", "--scenario", "cogentt"],
+        ["sweep", "--strategies", "naive,ewk"],
+        ["tune", "--strategy", "sii"],
+        ["run", "--strategy", "no/such/file.py:Mine"],
+    ],
+    ids=["run-strategy", "run-scenario", "sweep", "tune", "missing-file"],
+)
+def test_a_mistyped_name_is_named_before_any_plugin_is_imported(argv):
+    """A typo is answered at once, not after the seconds importing Avalanche (through any plugin) costs."""
+    probe = (
+        "import sys; from clbench.cli import main; code = main(sys.argv[1:]); "
+        "assert 'avalanche' not in sys.modules and 'torch' not in sys.modules, 'imported before the check'; "
+        "raise SystemExit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: ") and ("did you mean" in done.stderr or "does not exist" in done.stderr)
+
+
+def test_the_names_read_from_source_are_the_names_registered():
+    from clbench.core.registry import refuse_unknown_name
+    from clbench.scenario.contract import SCENARIOS
+    from clbench.strategy.contract import STRATEGIES
+
+    for kind, noun in ((STRATEGIES, "strategy"), (SCENARIOS, "scenario")):
+        for name in kind.available():
+            refuse_unknown_name(name, noun)  # every registered name passes the early check
+        with pytest.raises(ConfigError) as refused:
+            refuse_unknown_name("no-such-plugin", noun)
+        listed = refused.value.one_line().split("choose one of ")[1].split(", or give")[0].split(", ")
+        assert listed == sorted(kind.available())  # and the early check knows no name the registry does not

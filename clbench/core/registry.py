@@ -13,6 +13,7 @@ import difflib
 import importlib
 import importlib.util
 import pkgutil
+import re
 import sys
 import types
 import typing
@@ -49,6 +50,51 @@ class Plugin:
 
 
 P = TypeVar("P", bound=Plugin)
+
+GROUPS = {"strategy": "clbench.strategies", "scenario": "clbench.scenarios"}  # noun → entry-point group and package
+_REGISTERED = re.compile(r"""^@register\(\s*["']([^"']+)["']\s*\)""", re.MULTILINE)
+
+
+def refuse_unknown_name(spec: str, noun: str, group: str | None = None, registered: typing.Iterable[str] = ()) -> None:
+    """A one-line error for a bare name no plugin has (or a plugin file that is not there), answered without
+    importing any plugin.
+
+    Importing them means importing Avalanche (seconds on a small machine) before a typo is named. The names are
+    the built-ins' `@register("...")` decorators read from their source, the entry points' names from the
+    installed packages' metadata, and those registered in this process.
+    """
+    if ":" in spec:
+        target = spec.rpartition(":")[0]
+        if _is_path(target):
+            _require_file(Path(target), noun)
+        return
+    group = group or GROUPS[noun]
+    known = set(registered) | {ep.name for ep in entry_points(group=group)}
+    package = importlib.util.find_spec(group)
+    for folder in (package.submodule_search_locations or []) if package else []:
+        for source in Path(folder).glob("*.py"):
+            known |= set(_REGISTERED.findall(source.read_text(encoding="utf-8", errors="replace")))
+    if spec not in known:
+        _unknown(spec, noun, sorted(known))
+
+
+def _is_path(target: str) -> bool:
+    """`path/to/file.py:Class` rather than `package.module:Class`."""
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def _require_file(path: Path, noun: str) -> None:
+    if not path.is_file():
+        raise ConfigError(f"{noun} file {path} does not exist", "check the path before ':'")
+
+
+def _unknown(spec: str, noun: str, known: list[str]) -> typing.NoReturn:
+    close = difflib.get_close_matches(spec, known, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(
+        f"unknown {noun} {spec!r}" + (f"; {hint}" if hint else ""),
+        f"choose one of {', '.join(known)}, or give path/to/file.py:Class",
+    )
 
 
 def _default(field: dataclasses.Field) -> Any:
@@ -120,15 +166,11 @@ class PluginKind(Generic[P]):
         """A registered name, `path/to/file.py:Class`, or `package.module:Class` → the plugin class."""
         if ":" in spec:
             return self._load_spec(spec)
+        refuse_unknown_name(spec, self.noun, self.group, self._registry)
         found = self.available()
-        if spec in found:
-            return found[spec]
-        close = difflib.get_close_matches(spec, list(found), n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ConfigError(
-            f"unknown {self.noun} {spec!r}" + (f"; {hint}" if hint else ""),
-            f"choose one of {', '.join(found)}, or give path/to/file.py:Class",
-        )
+        if spec not in found:  # named in a source or an entry point, yet not registered by it
+            _unknown(spec, self.noun, list(found))
+        return found[spec]
 
     def instantiate(self, cls: type[P], overrides: Mapping[str, Any], prefix: str = "") -> P:
         """Build a plugin from its defaults and `--set` overrides (strings are parsed by the field's type)."""
@@ -176,7 +218,7 @@ class PluginKind(Generic[P]):
         target, _, class_name = spec.rpartition(":")
         if not target or not class_name:
             raise ConfigError(f"bad {self.noun} reference {spec!r}", "write path/to/file.py:Class or module:Class")
-        if target.endswith(".py") or "/" in target or "\\" in target:
+        if _is_path(target):
             module = self._import_file(Path(target))
         else:
             try:
@@ -204,8 +246,7 @@ class PluginKind(Generic[P]):
         return cls
 
     def _import_file(self, path: Path) -> types.ModuleType:
-        if not path.is_file():
-            raise ConfigError(f"{self.noun} file {path} does not exist", "check the path before ':'")
+        _require_file(path, self.noun)
         module_name = f"clbench_user_{self.noun}_{path.stem}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from clbench.core.errors import ConfigError
-from clbench.core.registry import Plugin, PluginKind
+from clbench.core.registry import GROUPS, Plugin, PluginKind
 
 if TYPE_CHECKING:  # importing clbench must stay light: the benchmark module pulls in torch and Avalanche
     from clbench.scenario.assembly import Benchmark, BuildContext
 
-ENTRY_POINT_GROUP = "clbench.scenarios"
+ENTRY_POINT_GROUP = GROUPS["scenario"]
 DEFAULT = "clevr-humans"
 PREFIX = "scenario."  # how its parameters appear in --set, --grid and MLflow params
 VALIDATION = "validation"  # the parameter every scenario has: the share of each experience's images held out

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from clbench.core.errors import ConfigError
-from clbench.core.registry import Plugin, PluginKind
+from clbench.core.registry import GROUPS, Plugin, PluginKind
 
-ENTRY_POINT_GROUP = "clbench.strategies"
+ENTRY_POINT_GROUP = GROUPS["strategy"]
 
 StateKind = Literal["boundaries", "within-experience", "training"]
 STATE_KINDS: dict[str, str] = {
