@@ -325,3 +325,28 @@ def test_a_finished_cell_whose_strategy_default_changed_runs_again(swept, tmp_pa
     assert "1 finished cells ran a strategy whose parameters changed since; rerunning them" in told.getvalue()
     [outcome] = again.outcomes
     assert MlflowClient(store).get_run(outcome.run_id).data.params["strategy.strength"] == "2.5"
+
+
+def test_strategies_that_train_the_first_experience_themselves_are_named_apart_not_averaged_in():
+    from clbench.evaluation import names
+    from clbench.report.runs import SweepRuns
+    from clbench.report.summary import _after_first
+
+    first, later = names.accuracy("CLEVR", "CLEVR"), names.accuracy("CLEVR", "CLEVR-Humans")
+    rows = [  # strategy, seed, accuracy on CLEVR and on CLEVR-Humans after the first experience
+        ("naive", 0, 0.876, 0.40),
+        ("naive", 1, 0.876, 0.40),
+        ("ewc", 0, 0.876, 0.40),
+        ("er-ace", 0, 0.50, 0.30),
+        ("er-ace", 1, 0.52, 0.32),
+        ("joint", 0, float("nan"), float("nan")),
+    ]
+    cells = pd.DataFrame(rows, columns=["strategy", "seed", first, later])
+    cells["experiences"] = cells["tests"] = "CLEVR,CLEVR-Humans"
+    cells[names.majority_baseline("CLEVR")] = 0.303
+    cells[names.majority_baseline("CLEVR-Humans")] = 0.232
+    line = _after_first(SweepRuns("parent", "experiment", "", cells))[2]
+    assert line.startswith("CLEVR 87.6 % (majority answer 30.3 %), CLEVR-Humans 40.0 % (majority answer 23.2 %)")
+    assert "for the 2 strategies that start from one model" in line
+    assert "er-ace CLEVR 51.0 %, CLEVR-Humans 31.0 %" in line  # its own model, its seeds' mean
+    assert "joint: no model after the first experience alone" in line

@@ -235,17 +235,36 @@ def _parent_runs(runs: SweepRuns) -> str:
 
 
 def _after_first(runs: SweepRuns) -> list[str]:
+    """The model every strategy starts from, once; strategies that trained the first experience their own way
+    (from scratch, offline, with a loss of their own) are named apart rather than averaged in."""
     cells, names, tests = runs.cells, runs.experiences, runs.tests
     same = cells[cells["experiences"] == cells["experiences"].iloc[0]]
-    before = {t: same[metric_names.accuracy(names[0], t)].mean() for t in tests}
+    columns = [metric_names.accuracy(names[0], t) for t in tests]
+    per_strategy = same.groupby("strategy", sort=False)[columns].mean()
+    none = [strategy for strategy, row in per_strategy.iterrows() if row.isna().all()]  # offline: joint
+    per_strategy = per_strategy.drop(index=none)
+    models: dict[tuple, list[str]] = {}  # the first experience's accuracies (to 0.1 point) → the strategies there
+    for strategy, row in per_strategy.iterrows():
+        models.setdefault(tuple(round(100 * v, 1) for v in row), []).append(strategy)
+    shared, *own = sorted(models.items(), key=lambda item: -len(item[1]))
     baseline = {t: cells.get(metric_names.majority_baseline(t), pd.Series([np.nan])).mean() for t in tests}
     several = " (the first order; the per-type and γ/β sections below too)" if len(same) < len(cells) else ""
-    return [
-        f"## After the first experience ({names[0]}){several}",
-        "",
-        ", ".join(f"{t} {100 * before[t]:.1f} % (majority answer {100 * baseline[t]:.1f} %)" for t in tests) + ".",
-        "",
-    ]
+    line = ", ".join(
+        f"{t} {value:.1f} % (majority answer {100 * baseline[t]:.1f} %)"
+        for t, value in zip(tests, shared[0], strict=True)
+    )
+    if own:
+        line += (
+            f" for the {len(shared[1])} strategies that start from one model. The others train the first experience "
+            "themselves (their state is built while it trains, or they start from scratch): "
+        )
+        line += "; ".join(
+            f"{', '.join(strategies)} {', '.join(f'{t} {v:.1f} %' for t, v in zip(tests, values, strict=True))}"
+            for values, strategies in own
+        )
+    if none:
+        line += f". {', '.join(none)}: no model after the first experience alone (trained once, on all of them)"
+    return [f"## After the first experience ({names[0]}){several}", "", line + ".", ""]
 
 
 def _after_last(runs: SweepRuns, report: _Report, order: list[str]) -> list[str]:
