@@ -137,11 +137,14 @@ def test_sigkill_mid_experience_then_resume_equals_an_uninterrupted_run(
 
 
 @pytest.mark.slow  # 34 s in a subprocess; test_strategy_contract.py interrupts and resumes every strategy in-process
-def test_ctrl_c_ends_the_run_killed_with_its_checkpoint_and_says_how_to_resume(plugin, tiny_root, tmp_path):
+@pytest.mark.parametrize(("signal_name", "status"), [("SIGINT", 130), ("SIGTERM", 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_ends_the_run_killed_with_its_checkpoint_and_says_how_to_resume(
+    plugin, tiny_root, tmp_path, signal_name, status
+):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cache = tmp_path / "cache"
-    interrupted = _clbench(_run_args(plugin, tiny_root, store), cache, tmp_path, signal_name="SIGINT")
-    assert interrupted.returncode == 130
+    interrupted = _clbench(_run_args(plugin, tiny_root, store), cache, tmp_path, signal_name=signal_name)
+    assert interrupted.returncode == status
     [path] = (cache / "checkpoints" / "runs").glob("*.pt")
     assert f"python -m clbench run --resume {path.stem}" in interrupted.stderr
     assert "Traceback" not in interrupted.stderr
