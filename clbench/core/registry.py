@@ -166,7 +166,8 @@ class PluginKind(Generic[P]):
         """A registered name, `path/to/file.py:Class`, or `package.module:Class` → the plugin class."""
         if ":" in spec:
             return self._load_spec(spec)
-        refuse_unknown_name(spec, self.noun, self.group, self._registry)
+        if not self._builtins_found:  # once they are imported, the registry itself answers, without reading sources
+            refuse_unknown_name(spec, self.noun, self.group, self._registry)
         found = self.available()
         if spec not in found:  # named in a source or an entry point, yet not registered by it
             _unknown(spec, self.noun, list(found))
